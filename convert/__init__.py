@@ -1,0 +1,1 @@
+"""Conversion stage (TFLite / ONNX export and parity validation): arrives with its own issue."""

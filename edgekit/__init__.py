@@ -1,0 +1,11 @@
+"""edgekit: train, convert, run and benchmark image classifiers for small CPUs.
+
+Importing edgekit selects tf_keras (Keras 2): TF Hub layers and tensorflow-model-optimization only
+work with it, and TF 2.21 would otherwise hand out Keras 3.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

@@ -1,0 +1,108 @@
+"""The `edge` command: thin typer wrappers that build a config object and call the library."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgekit.errors import EdgeError
+from edgekit.progress import console
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Train, convert, run and benchmark image classifiers for small CPUs (Raspberry Pi and the like).")
+
+D = "defaults from the config file, else the built-in default"
+
+
+def _fail(exc: EdgeError) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/); CLI options override its keys."),
+    data: Optional[str] = typer.Option(None, help="'cifar10' ($EDGE_CIFAR10 or Keras download), a folder with train/<class>/ [test/<class>/], or a .tar/.tar.gz of one. Default: cifar10."),
+    out: Optional[Path] = typer.Option(None, help="Run directory to write. Default: runs/<preset>-<timestamp>."),
+    preset: Optional[str] = typer.Option(None, help="Model preset: mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, resnet50, resnet8. Default: resnet8."),
+    weights: Optional[str] = typer.Option(None, help="imagenet, none, or PATH to a weights file. Default: the preset's (imagenet; none for resnet8)."),
+    hub: Optional[str] = typer.Option(None, help="TF Hub image feature-vector handle or local SavedModel dir, used as the backbone."),
+    input_size: Optional[int] = typer.Option(None, help="Square input size in pixels. Default: the preset's (160 MobileNetV2, 224 V3/ResNet50/Hub, 32 resnet8)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of phase 1 (head-only, or whole net for resnet8). Default: 10."),
+    fine_tune_epochs: Optional[int] = typer.Option(None, help="Epochs of phase 2, fine-tuning the top backbone layers. Default: 0 (off)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size. Default: 64."),
+    lr: Optional[float] = typer.Option(None, help="Phase-1 learning rate. Default: 1e-3."),
+    optimizer: Optional[str] = typer.Option(None, help="adam or sgd (momentum 0.9, Nesterov). Default: adam."),
+    limit_per_class: Optional[int] = typer.Option(None, help="Use at most N training images per class (quick runs). Default: all."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for split, shuffling, augmentation and init. Default: 42."),
+    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Go on without unreadable images (they are listed) instead of stopping.", show_default=False),
+    no_feature_cache: Optional[bool] = typer.Option(None, "--no-feature-cache", help="Train the head on images instead of cached backbone features.", show_default=False),
+    set_: List[str] = typer.Option([], "--set", help="Override any config key: --set label_smoothing=0.05 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last finished epoch."),
+):
+    """Train a model and write a run directory (model, labels.txt, preprocess.json, metrics, plots)."""
+    from edgekit.train.config import build_config, parse_set
+    try:
+        overrides = parse_set(set_)
+        overrides.update(data=data, preset=preset, weights=weights, hub=hub, input_size=input_size, epochs=epochs,
+                         fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
+                         feature_cache=False if no_feature_cache else None)
+        cfg = build_config(config, overrides)
+        from edgekit.train.run import train as run_train
+        path = run_train(cfg, out, resume=resume)
+    except EdgeError as exc:
+        _fail(exc)
+    _print_summary(path)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `edge train`."),
+    data: Optional[str] = typer.Option(None, help="Data to evaluate on (same forms as `edge train --data`). Default: the run's own test split."),
+):
+    """Recompute test metrics of a trained run (updates RUN_DIR/metrics.json)."""
+    try:
+        from edgekit.train.evaluate import evaluate as run_evaluate
+        report = run_evaluate(run_dir, data)
+    except EdgeError as exc:
+        _fail(exc)
+    console.print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
+
+
+@app.command()
+def presets():
+    """List the model presets with their default input size, weights and normalisation."""
+    from rich.table import Table
+    from edgekit.train.presets import PRESETS
+    table = Table()
+    table.add_column("preset", no_wrap=True)
+    for name in ("size", "weights", "order", "scale / offset", "what"):
+        table.add_column(name)
+    for p in PRESETS.values():
+        table.add_row(p.name, str(p.default_size), p.default_weights, p.channel_order,
+                      f"{p.normalization[0][0]:.4g} / {p.normalization[1][0]:.4g}", p.summary)
+    console.print(table)
+
+
+def _print_summary(path: Path) -> None:
+    import json
+    m = json.loads((path / "metrics.json").read_text())
+    console.print(f"\n[bold green]done[/]: {path}\n  test top-1 [bold]{m['test']['top1']:.2%}[/] on {m['test']['images']:,} images"
+                  f" · training {m['train_seconds']:.0f} s · {m['total_seconds']:.0f} s in all")
+
+
+def main() -> None:
+    import os
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        raise SystemExit(130)
+    except Exception as exc:  # a bug, not bad input: one line, and the traceback on request
+        if os.environ.get("EDGE_DEBUG"):
+            raise
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set EDGE_DEBUG=1 for the traceback)",
+                      highlight=False, soft_wrap=True)
+        raise SystemExit(1)

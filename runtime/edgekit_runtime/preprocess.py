@@ -1,0 +1,78 @@
+"""preprocess.json: how to turn 0..255 RGB pixels into a model's input tensor.
+
+model_input = pixel_0_to_255 * scale + offset, per channel, after resizing to (height, width) and
+reordering channels. Training writes it; every consumer (convert, runtime, benchmarks) reads it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .errors import SpecError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    height: int
+    width: int
+    scale: Sequence[float] = (1.0, 1.0, 1.0)
+    offset: Sequence[float] = (0.0, 0.0, 0.0)
+    channel_order: str = "RGB"
+    resize_method: str = "bilinear"
+    layout: str = "NHWC"
+    keep_aspect_ratio: bool = False
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise SpecError(f"preprocess: input size must be positive, got {self.height}x{self.width}.")
+        if len(self.scale) != 3 or len(self.offset) != 3:
+            raise SpecError("preprocess: scale and offset need one value per channel (3 each).")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise SpecError(f"preprocess: channel_order must be RGB or BGR, not {self.channel_order!r}.")
+        if self.layout != "NHWC" or self.resize_method != "bilinear":
+            raise SpecError("preprocess: only NHWC layout and bilinear resizing are supported.")
+
+    @property
+    def size(self):
+        return (self.height, self.width)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (..., H, W, 3) RGB pixels → float32 model input."""
+        x = pixels.astype(np.float32)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        return x * np.asarray(self.scale, np.float32) + np.asarray(self.offset, np.float32)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scale"], d["offset"] = [float(v) for v in self.scale], [float(v) for v in self.offset]
+        d["schema_version"] = SCHEMA_VERSION
+        d["formula"] = "model_input = pixel_0_to_255 * scale + offset (per channel, after channel_order)"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        known = {k: d[k] for k in ("height", "width", "scale", "offset", "channel_order",
+                                   "resize_method", "layout", "keep_aspect_ratio", "notes") if k in d}
+        missing = {"height", "width", "scale", "offset"} - set(known)
+        if missing:
+            raise SpecError(f"preprocess: missing field(s) {', '.join(sorted(missing))}.")
+        known["scale"], known["offset"] = tuple(known["scale"]), tuple(known["offset"])
+        return cls(**known)
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike") -> "PreprocessSpec":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return cls.from_dict(json.load(fh))
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no preprocess.json there.") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise SpecError(f"{path}: not a valid preprocess.json ({exc}).") from None

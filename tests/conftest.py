@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny real image data sets (JPEG/PNG files on disk and in archives), no network."""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CLASSES = ["red", "green", "blue"]
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def make_image(rng: np.random.Generator, label: str, size=32) -> Image.Image:
+    """A noisy image whose dominant colour is the class: learnable in a couple of epochs."""
+    base = np.array(COLOURS[label], np.float32)
+    arr = base + rng.normal(0, 25, (size, size, 3))
+    arr[: size // 2] *= 0.8 + 0.4 * rng.random()
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_folder(root: Path, per_class_train=16, per_class_test=6, seed=0, size=32) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class_train), ("test", per_class_test)):
+        for label in CLASSES:
+            d = root / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                ext = "png" if i % 4 == 3 else "jpg"
+                make_image(rng, label, size).save(d / f"{i:04d}.{ext}", quality=92)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_tar(tiny_folder, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tar") / "tiny.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tiny_folder / "train", arcname="train")
+        tar.add(tiny_folder / "test", arcname="test")
+    return path
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(d))
+    return d

@@ -1,0 +1,60 @@
+"""The `edge` CLI: exit codes and one-line messages, through typer's CliRunner."""
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_help_explains_options_with_defaults():
+    code, out = run("train", "--help")
+    assert code == 0
+    for option in ("--config", "--data", "--out", "--preset", "--weights", "--hub", "--input-size", "--resume",
+                   "--skip-bad", "--set"):
+        assert option in out
+    assert "Default: resnet8" in out and "Default: cifar10" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "mobilenetv2"], "unknown preset 'mobilenetv2'"),
+    (["--set", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
+    (["--optimizer", "adamw"], "optimizer must be"),
+    (["--data", "/no/such/dir"], "does not exist"),
+    (["--resume"], "--resume needs --out"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    code, out = run("train", "--out", str(tmp_path / "r"), *args) if args != ["--resume"] else run("train", *args)
+    assert code == 2, out
+    assert message in out and "Traceback" not in out
+
+
+def test_one_class_folder(tmp_path):
+    from PIL import Image
+    d = tmp_path / "d" / "train" / "only"
+    d.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(d / "a.png")
+    Image.new("RGB", (8, 8)).save(d / "b.png")
+    code, out = run("train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"))
+    assert code == 2 and "at least two" in out
+
+
+def test_existing_run_needs_resume(tmp_path):
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    code, out = run("train", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--resume" in out
+
+
+def test_evaluate_a_directory_without_a_model(tmp_path):
+    code, out = run("evaluate", str(tmp_path))
+    assert code == 2 and "no model.keras" in out
+
+
+def test_presets_table():
+    code, out = run("presets")
+    assert code == 0 and "mobilenet_v3_small" in out and "resnet8" in out

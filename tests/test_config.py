@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import EdgeError
+from edgekit.train.config import TrainConfig, build_config, parse_set
+
+
+def test_defaults_live_in_the_dataclass():
+    cfg = build_config(None, {})
+    assert cfg == TrainConfig()
+
+
+def test_yaml_then_cli_override(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: mobilenet_v2\nepochs: 3\nlr: 0.01\n")
+    cfg = build_config(f, {"epochs": 7, "lr": None})
+    assert (cfg.preset, cfg.epochs, cfg.lr) == ("mobilenet_v2", 7, 0.01)
+
+
+def test_unknown_key_is_rejected_with_a_suggestion(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("learning_rate: 0.1\nbatchsize: 3\n")
+    with pytest.raises(EdgeError, match="unknown config key 'learning_rate'"):
+        build_config(f, {})
+    f.write_text("batchsize: 3\n")
+    with pytest.raises(EdgeError, match="Did you mean 'batch_size'"):
+        build_config(f, {})
+
+
+def test_wrong_types_and_ranges_are_one_sentence(tmp_path: Path):
+    with pytest.raises(EdgeError, match="not a valid int"):
+        build_config(None, {"epochs": "many"})
+    with pytest.raises(EdgeError, match="val_fraction"):
+        build_config(None, {"val_fraction": 1.5})
+    with pytest.raises(EdgeError, match="optimizer"):
+        build_config(None, {"optimizer": "adamw"})
+
+
+def test_set_values_parse_as_yaml_scalars():
+    assert parse_set(["lr=1e-3", "augment=false", "input-size=96", "weights=null"]) == {
+        "lr": 1e-3, "augment": False, "input_size": 96, "weights": None}
+    with pytest.raises(EdgeError, match="key=value"):
+        parse_set(["lr"])
+
+
+def test_shipped_configs_are_valid():
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 3
+    for path in configs:
+        build_config(path, {})
+
+
+def test_bad_yaml_file(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: [1,\n")
+    with pytest.raises(EdgeError, match="not valid YAML"):
+        build_config(f, {})
+    with pytest.raises(EdgeError, match="does not exist"):
+        build_config(tmp_path / "nope.yaml", {})

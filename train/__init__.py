@@ -1,0 +1,1 @@
+"""Training stage: data loading, model presets, two-phase transfer learning and the run directory."""

@@ -1,0 +1,151 @@
+"""Training configuration: the one place defaults live, YAML loading and override validation."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+from edgekit.errors import EdgeError
+
+
+@dataclass
+class TrainConfig:
+    data: str = "cifar10"             # cifar10 | folder with train/<class>/ (and test/<class>/) | .tar/.tar.gz of it
+    preset: str = "resnet8"           # see `edge presets`
+    weights: Optional[str] = None     # imagenet | none | PATH to a weights file; None = the preset's default
+    hub: Optional[str] = None         # TF Hub handle or local SavedModel dir; replaces the preset's backbone
+    input_size: Optional[int] = None  # square input side in pixels; None = the preset's default
+    alpha: float = 1.0                # width multiplier of MobileNet presets
+    val_fraction: float = 0.1         # stratified share of train/ held out for validation
+    test_fraction: float = 0.1        # used only when the data has no test/ folder
+    limit_per_class: Optional[int] = None       # cap train images per class (quick runs)
+    test_limit_per_class: Optional[int] = None  # cap test images per class (quick runs)
+    skip_bad: bool = False            # drop unreadable images (listed) instead of stopping
+    batch_size: int = 64
+    epochs: int = 10                  # phase 1: head-only (transfer) or the whole net (from scratch)
+    lr: float = 1e-3
+    fine_tune_epochs: int = 0         # phase 2 (transfer only); 0 = no fine-tuning
+    fine_tune_layers: int = 30        # top backbone layers unfrozen in phase 2 (0 = all)
+    fine_tune_lr: float = 1e-4
+    optimizer: str = "adam"           # adam | sgd (SGD with momentum)
+    momentum: float = 0.9
+    lr_decay: float = 1.0             # exponential decay factor per epoch (1.0 = constant)
+    lr_schedule: str = "exponential"  # exponential (lr * lr_decay**epoch) | cosine (to 0, after warm-up)
+    warmup_epochs: int = 0            # linear warm-up epochs of the cosine schedule
+    weight_decay: float = 0.0         # L2 penalty on conv/dense kernels (from-scratch models)
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    augment: bool = True              # flip, rotation ±15°, shift 0.1, zoom 0.8–1.2 (not used on cached features)
+    early_stopping_patience: int = 5  # epochs without val-loss improvement; 0 = off
+    feature_cache: bool = True        # phase 1 of transfer presets trains on cached backbone features
+    cache_dir: Optional[str] = None   # None = $EDGE_CACHE_DIR or ~/.cache/edgekit
+    seed: int = 42
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+
+
+def suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Type-check one value against the dataclass default's type (YAML and --set give strings too)."""
+    default = TrainConfig.__dataclass_fields__[key].default
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "~") and default is None):
+        return None
+    typ = type(default) if default is not None else (int if key.endswith(("size", "class")) else str)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return typ(value)
+    except (TypeError, ValueError):
+        raise EdgeError(f"config key {key!r}: {value!r} is not a valid {typ.__name__}.") from None
+
+
+def merge(base: Dict[str, Any], overrides: Dict[str, Any], where: str) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if key not in FIELD_NAMES:
+            raise EdgeError(f"unknown config key {key!r} in {where}.{suggest(key, FIELD_NAMES)}")
+        out[key] = _coerce(key, value)
+    return out
+
+
+def load_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise EdgeError(f"config file {path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise EdgeError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(data, dict):
+        raise EdgeError(f"config file {path} must be a mapping of keys to values.")
+    return data
+
+
+def parse_set(items) -> Dict[str, Any]:
+    """`--set key=value` pairs; values are parsed as YAML scalars (so 1e-3, true, null work)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise EdgeError(f"--set expects key=value, got {item!r}.")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-3" as a string
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def build_config(config_file: Optional[Path], overrides: Dict[str, Any]) -> TrainConfig:
+    """Defaults ← YAML file ← CLI overrides (None means 'not given'), all keys validated."""
+    values = TrainConfig().to_dict()
+    if config_file is not None:
+        values = merge(values, load_yaml(config_file), str(config_file))
+    values = merge(values, {k: v for k, v in overrides.items() if v is not None}, "the command line")
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise EdgeError(f"optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}.{suggest(cfg.optimizer, ['adam', 'sgd'])}")
+    if cfg.lr_schedule not in ("exponential", "cosine"):
+        raise EdgeError(f"lr_schedule must be 'exponential' or 'cosine', not {cfg.lr_schedule!r}.")
+    checks = [
+        (0 < cfg.val_fraction < 0.9, "val_fraction must be between 0 and 0.9"),
+        (0 < cfg.test_fraction < 0.9, "test_fraction must be between 0 and 0.9"),
+        (cfg.batch_size >= 1, "batch_size must be at least 1"),
+        (cfg.epochs >= 0 and cfg.fine_tune_epochs >= 0, "epochs must not be negative"),
+        (cfg.lr > 0 and cfg.fine_tune_lr > 0, "learning rates must be positive"),
+        (0 < cfg.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+        (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
+        (cfg.input_size is None or cfg.input_size >= 32, "input_size must be at least 32"),
+        (cfg.limit_per_class is None or cfg.limit_per_class >= 2, "limit_per_class must be at least 2"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise EdgeError(message + ".")

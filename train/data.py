@@ -1,0 +1,236 @@
+"""Image-folder data sets (a directory, a .tar/.tar.gz of one, or CIFAR-10): decode, check, hash, split.
+
+Everything is decoded once with the runtime's own decoder into uint8 arrays, so training sees exactly
+the pixels the device will see. Images that are not larger than the model input and share one size
+(CIFAR-10) stay at their native size and are resized inside the tf.data pipeline; all others are
+resized here, with the runtime's resize.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.errors import EdgeError
+from edgekit.progress import progress_bar
+from edgekit_runtime import ImageError, load_rgb, resize_rgb
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_ENV = "EDGE_CIFAR10"
+
+
+@dataclass
+class Split:
+    x: np.ndarray   # uint8 N x H x W x 3
+    y: np.ndarray   # int32 N
+
+
+@dataclass
+class Dataset:
+    class_names: List[str]
+    train: Split
+    val: Split
+    test: Split
+    data_hash: str
+    source: str
+    bad_files: List[str] = field(default_factory=list)
+
+    def counts(self) -> Dict[str, Dict[str, int]]:
+        return {name: {c: int((s.y == i).sum()) for i, c in enumerate(self.class_names)}
+                for name, s in (("train", self.train), ("val", self.val), ("test", self.test))}
+
+
+@dataclass
+class _Entry:
+    split: str
+    label: str
+    name: str
+    read: Callable[[], bytes]
+
+
+def _classify_path(parts: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """(split, class) of an archive/folder path like [..., 'train', 'cat', 'x.jpg'], or None."""
+    if len(parts) < 3 or parts[-1].startswith(".") or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    if parts[-3] in ("train", "test"):
+        return parts[-3], parts[-2]
+    return None
+
+
+def _folder_entries(root: Path) -> List[_Entry]:
+    entries = []
+    top_level_classes = not (root / "train").is_dir()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root).parts
+        for fname in sorted(filenames):
+            parts = (("train",) if top_level_classes else ()) + rel + (fname,)
+            where = _classify_path(list(parts))
+            if where:
+                path = Path(dirpath) / fname
+                entries.append(_Entry(where[0], where[1], str(path), path.read_bytes))
+    return entries
+
+
+def _tar_entries(path: Path) -> Iterator[_Entry]:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                where = _classify_path(PurePosixPath(member.name).parts)
+                if where:
+                    fh = tar.extractfile(member)
+                    blob = fh.read() if fh else b""
+                    yield _Entry(where[0], where[1], f"{path.name}:{member.name}", lambda b=blob: b)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise EdgeError(f"cannot read archive {path}: {exc}.") from None
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (EOFError, OSError):  # a truncated .tar.gz can fail while being sniffed
+        return path.name.endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def _decode(entry: _Entry, target: Tuple[int, int]):
+    blob = entry.read()
+    digest = hashlib.sha256(blob).hexdigest()
+    img = load_rgb(blob, target_size=target, name=entry.name)
+    if img.size[0] > target[1] or img.size[1] > target[0]:
+        return resize_rgb(img, target), digest
+    return np.asarray(img, dtype=np.uint8), digest
+
+
+def _decode_all(entries, total: Optional[int], target, skip_bad: bool, desc: str):
+    arrays, digests, kept, bad = [], [], [], []
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool, progress_bar(desc, total) as advance:
+        futures = [(e, pool.submit(_decode, e, target)) for e in entries]
+        for entry, fut in futures:
+            try:
+                arr, digest = fut.result()
+                arrays.append(arr)
+                digests.append(digest)
+                kept.append(entry)
+            except ImageError as exc:
+                bad.append(str(exc))
+            advance()
+    if bad and not skip_bad:
+        shown = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise EdgeError(f"{len(bad)} unreadable image(s): {shown}. Fix or remove them, or pass --skip-bad to go on without them.")
+    return arrays, digests, kept, bad
+
+
+def _stack(arrays: List[np.ndarray], target: Tuple[int, int]) -> np.ndarray:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        from PIL import Image
+        arrays = [a if a.shape[:2] == target else resize_rgb(Image.fromarray(a), target) for a in arrays]
+    return np.stack(arrays) if arrays else np.zeros((0, *target, 3), np.uint8)
+
+
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator):
+    """Per class, a seeded shuffle then the first `fraction` (at least one image) to the held-out side."""
+    keep, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_held = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
+        held.extend(idx[:n_held])
+        keep.extend(idx[n_held:])
+    return np.sort(np.array(keep, dtype=np.int64)), np.sort(np.array(held, dtype=np.int64))
+
+
+def _limit(y: np.ndarray, per_class: Optional[int], rng: np.random.Generator) -> np.ndarray:
+    if per_class is None:
+        return np.arange(len(y))
+    picked = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(picked))
+
+
+def _keras_cifar10():
+    import tf_keras as keras
+    try:
+        (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
+    except Exception as exc:  # urllib raises many types when offline
+        raise EdgeError(f"could not download CIFAR-10 ({type(exc).__name__}); set {CIFAR10_ENV} to a local copy "
+                        "(a folder or .tar.gz with train/<class>/ and test/<class>/) or pass --data PATH.") from None
+    h = hashlib.sha256()
+    for arr in (xtr, ytr, xte, yte):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return xtr, ytr.ravel().astype(np.int32), xte, yte.ravel().astype(np.int32), h.hexdigest()
+
+
+def resolve_source(data: str) -> str:
+    if data == "cifar10" and os.environ.get(CIFAR10_ENV):
+        return os.environ[CIFAR10_ENV]
+    return data
+
+
+def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 seed: int = 42, limit_per_class: Optional[int] = None,
+                 test_limit_per_class: Optional[int] = None, skip_bad: bool = False) -> Dataset:
+    source = resolve_source(data)
+    bad: List[str] = []
+    if source == "cifar10":
+        xtr, ytr, xte, yte, data_hash = _keras_cifar10()
+        names = list(CIFAR10_CLASSES)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise EdgeError(f"data path {path} does not exist (expected 'cifar10', a folder or a .tar/.tar.gz).")
+        if path.is_dir():
+            entries = _folder_entries(path)
+            total = len(entries)
+        elif _is_tar(path):
+            try:
+                with tarfile.open(path, "r:*") as tar:
+                    total = sum(1 for m in tar.getmembers() if m.isfile() and _classify_path(PurePosixPath(m.name).parts))
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise EdgeError(f"cannot read archive {path} (truncated or corrupt: {exc}).") from None
+            entries = _tar_entries(path)
+        else:
+            raise EdgeError(f"data path {path} is neither a folder nor a .tar/.tar.gz archive.")
+        if total == 0:
+            raise EdgeError(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
+        arrays, digests, kept, bad = _decode_all(entries, total, target, skip_bad, f"decoding {path.name}")
+        names = sorted({e.label for e in kept if e.split == "train"})
+        if len(names) < 2:
+            raise EdgeError(f"{path} has {len(names)} class folder(s) under train/; a classifier needs at least two.")
+        stray = sorted({e.label for e in kept if e.split == "test"} - set(names))
+        if stray:
+            raise EdgeError(f"test/ has class folder(s) missing from train/: {', '.join(stray)}.")
+        index = {c: i for i, c in enumerate(names)}
+        order = sorted(range(len(kept)), key=lambda i: (kept[i].split, kept[i].label, kept[i].name))
+        h = hashlib.sha256()
+        for i in order:
+            rel = kept[i].name.split(":", 1)[-1] if ":" in kept[i].name else os.path.relpath(kept[i].name, path)
+            h.update(f"{kept[i].split}/{kept[i].label}/{PurePosixPath(rel).name}\0{digests[i]}\n".encode())
+        data_hash = h.hexdigest()
+        tr = [i for i in order if kept[i].split == "train"]
+        te = [i for i in order if kept[i].split == "test"]
+        xtr, ytr = _stack([arrays[i] for i in tr], target), np.array([index[kept[i].label] for i in tr], np.int32)
+        xte, yte = _stack([arrays[i] for i in te], target), np.array([index[kept[i].label] for i in te], np.int32)
+        del arrays
+    rng = np.random.default_rng(seed)
+    if len(xte) == 0:
+        keep, held = _stratified(ytr, test_fraction, rng)
+        xtr, ytr, xte, yte = xtr[keep], ytr[keep], xtr[held], ytr[held]
+    sel = _limit(ytr, limit_per_class, rng)
+    xtr, ytr = xtr[sel], ytr[sel]
+    sel = _limit(yte, test_limit_per_class, rng)
+    xte, yte = xte[sel], yte[sel]
+    keep, held = _stratified(ytr, val_fraction, rng)
+    # The hash names the exact images in use, so a capped run never reuses a full run's cache.
+    if limit_per_class or test_limit_per_class:
+        data_hash = hashlib.sha256(f"{data_hash}|{limit_per_class}|{test_limit_per_class}|{seed}".encode()).hexdigest()
+    return Dataset(names, Split(xtr[keep], ytr[keep]), Split(xtr[held], ytr[held]), Split(xte, yte),
+                   data_hash, source, bad)

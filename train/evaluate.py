@@ -1,0 +1,61 @@
+"""`edge evaluate`: recompute a run's test metrics from its saved model, on its own data or another."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from edgekit.atomic import write_json
+from edgekit.errors import EdgeError
+from edgekit.train import models, plots
+from edgekit.train.config import build_config
+from edgekit.train.data import load_dataset
+from edgekit.train.metrics import classification_report
+from edgekit.train.pipeline import make_dataset
+from edgekit_runtime import PreprocessSpec
+from edgekit_runtime.errors import SpecError
+
+
+def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file():
+        raise EdgeError(f"{run_dir} has no model.keras: not a finished `edge train` run directory.")
+    cfg = build_config(run_dir / "config.yaml", {})
+    try:
+        spec = PreprocessSpec.load(run_dir / "preprocess.json")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+    labels = (run_dir / "labels.txt").read_text(encoding="utf-8").split()
+    ds_src = data or cfg.data
+    same_data = data is None
+    dataset = load_dataset(ds_src, spec.size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                           seed=cfg.seed, limit_per_class=cfg.limit_per_class if same_data else None,
+                           test_limit_per_class=cfg.test_limit_per_class if same_data else None,
+                           skip_bad=cfg.skip_bad)
+    if dataset.class_names != labels:
+        missing = sorted(set(dataset.class_names) - set(labels))
+        if missing:
+            raise EdgeError(f"{ds_src} has classes the model does not know: {', '.join(missing)}.")
+        remap = [labels.index(c) for c in dataset.class_names]
+        dataset.test.y = [remap[i] for i in dataset.test.y]
+        import numpy as np
+        dataset.test.y = np.asarray(dataset.test.y, np.int32)
+    model = models.load_model(run_dir / "model.keras")
+    t0 = time.perf_counter()
+    probs = model.predict(make_dataset(dataset.test.x, None, spec, batch_size, num_classes=len(labels)), verbose=0)
+    seconds = time.perf_counter() - t0
+    report = classification_report(dataset.test.y, probs, labels)
+    report["data"] = {"source": dataset.source, "hash": dataset.data_hash}
+    report["inference_images_per_second"] = len(probs) / seconds if seconds else None
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    key = "test" if same_data else "evaluations"
+    if same_data:
+        metrics["test"] = report
+        plots.confusion_matrix(report["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+                               f"test top-1 {report['top1']:.2%} ({report['images']:,} images)")
+    else:
+        metrics.setdefault(key, {})[dataset.data_hash[:12]] = report
+    write_json(metrics_path, metrics)
+    return report
