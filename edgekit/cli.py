@@ -8,11 +8,18 @@ import typer
 
 from edgekit.errors import EdgeError
 from edgekit.progress import console
+from edgekit.train.config import TrainConfig
+from edgekit.train.presets import PRESETS
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Train, convert, run and benchmark image classifiers for small CPUs (Raspberry Pi and the like).")
 
-D = "defaults from the config file, else the built-in default"
+DEFAULTS = TrainConfig()
+
+
+def dflt(key: str) -> str:
+    """Help text shows the built-in default read from TrainConfig, so it can't drift from the code."""
+    return f"Default: {getattr(DEFAULTS, key)}."
 
 
 def _fail(exc: EdgeError) -> None:
@@ -23,19 +30,19 @@ def _fail(exc: EdgeError) -> None:
 @app.command()
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/); CLI options override its keys."),
-    data: Optional[str] = typer.Option(None, help="'cifar10' ($EDGE_CIFAR10 or Keras download), a folder with train/<class>/ [test/<class>/], or a .tar/.tar.gz of one. Default: cifar10."),
+    data: Optional[str] = typer.Option(None, help="'cifar10' ($EDGE_CIFAR10 or Keras download), a folder with train/<class>/ and optionally test/<class>/, or a .tar/.tar.gz of one. " + dflt("data")),
     out: Optional[Path] = typer.Option(None, help="Run directory to write. Default: runs/<preset>-<timestamp>."),
-    preset: Optional[str] = typer.Option(None, help="Model preset: mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, resnet50, resnet8. Default: resnet8."),
+    preset: Optional[str] = typer.Option(None, help=f"Model preset: {', '.join(PRESETS)} (see `edge presets`). " + dflt("preset")),
     weights: Optional[str] = typer.Option(None, help="imagenet, none, or PATH to a weights file. Default: the preset's (imagenet; none for resnet8)."),
     hub: Optional[str] = typer.Option(None, help="TF Hub image feature-vector handle or local SavedModel dir, used as the backbone."),
     input_size: Optional[int] = typer.Option(None, help="Square input size in pixels. Default: the preset's (160 MobileNetV2, 224 V3/ResNet50/Hub, 32 resnet8)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs of phase 1 (head-only, or whole net for resnet8). Default: 10."),
-    fine_tune_epochs: Optional[int] = typer.Option(None, help="Epochs of phase 2, fine-tuning the top backbone layers. Default: 0 (off)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size. Default: 64."),
-    lr: Optional[float] = typer.Option(None, help="Phase-1 learning rate. Default: 1e-3."),
-    optimizer: Optional[str] = typer.Option(None, help="adam or sgd (momentum 0.9, Nesterov). Default: adam."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of phase 1 (head-only, or the whole net for resnet8). " + dflt("epochs")),
+    fine_tune_epochs: Optional[int] = typer.Option(None, help="Epochs of phase 2, fine-tuning the top `fine_tune_layers` backbone layers (0 = off). " + dflt("fine_tune_epochs")),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size. " + dflt("batch_size")),
+    lr: Optional[float] = typer.Option(None, help="Phase-1 learning rate. " + dflt("lr")),
+    optimizer: Optional[str] = typer.Option(None, help="adam or sgd (Nesterov momentum `momentum`). " + dflt("optimizer")),
     limit_per_class: Optional[int] = typer.Option(None, help="Use at most N training images per class (quick runs). Default: all."),
-    seed: Optional[int] = typer.Option(None, help="Random seed for split, shuffling, augmentation and init. Default: 42."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for split, shuffling, augmentation and init. " + dflt("seed")),
     skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Go on without unreadable images (they are listed) instead of stopping.", show_default=False),
     no_feature_cache: Optional[bool] = typer.Option(None, "--no-feature-cache", help="Train the head on images instead of cached backbone features.", show_default=False),
     set_: List[str] = typer.Option([], "--set", help="Override any config key: --set label_smoothing=0.05 (repeatable)."),
@@ -49,7 +56,10 @@ def train(
                          fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
                          feature_cache=False if no_feature_cache else None)
-        cfg = build_config(config, overrides)
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if resume and (given or config):
+            console.print(f"note: --resume continues with the run's saved config.yaml; ignoring {', '.join(given) or '--config'}.")
+        cfg = build_config(None if resume else config, {} if resume else overrides)
         from edgekit.train.run import train as run_train
         path = run_train(cfg, out, resume=resume)
     except EdgeError as exc:

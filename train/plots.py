@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from edgekit.atomic import write_with  # noqa: E402
 
@@ -21,9 +22,10 @@ def training_curves(phases: Dict[str, List[dict]], path: Path) -> None:
             continue
         epochs = [offset + h["epoch"] - (history[0]["epoch"] - 1) for h in history]
         for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-            ax.plot(epochs, [h.get(key) for h in history], "-o", ms=3, label=f"{name} train")
+            prefix = f"{name} " if len(phases) > 1 else ""
+            ax.plot(epochs, [h.get(key) for h in history], "-o", ms=3, label=f"{prefix}train")
             if any(f"val_{key}" in h for h in history):
-                ax.plot(epochs, [h.get(f"val_{key}") for h in history], "--o", ms=3, label=f"{name} val")
+                ax.plot(epochs, [h.get(f"val_{key}") for h in history], "--o", ms=3, label=f"{prefix}validation")
         offset = epochs[-1]
         if len(phases) > 1:
             for ax in (ax_loss, ax_acc):
@@ -31,6 +33,7 @@ def training_curves(phases: Dict[str, List[dict]], path: Path) -> None:
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
