@@ -96,6 +96,27 @@ def presets():
     console.print(table)
 
 
+@app.command()
+def summary(
+    runs: List[Path] = typer.Argument(None, help="Run directories, or folders holding them. Default: runs/."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for READMEs and reports)."),
+):
+    """One row per finished run: model, input size, phases, test top-1, training time, feature-cache use."""
+    from rich.table import Table
+    from edgekit.train.summary import COLUMNS, find_runs, markdown as to_markdown, summarize
+    found = find_runs(runs or [Path("runs")])
+    if not found:
+        _fail(EdgeError(f"no finished runs (directories with metrics.json) in {', '.join(map(str, runs or ['runs']))}."))
+    rows = [summarize(r) for r in found]
+    if markdown:
+        print(to_markdown(rows))
+        return
+    table = Table(*COLUMNS)
+    for row in rows:
+        table.add_row(*(row[c] for c in COLUMNS))
+    console.print(table)
+
+
 def _print_summary(path: Path) -> None:
     import json
     m = json.loads((path / "metrics.json").read_text())

@@ -8,7 +8,8 @@ from typing import Callable, Iterator, Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+# Logs and CI are not terminals: give tables room instead of wrapping them at 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 @contextlib.contextmanager

@@ -58,3 +58,8 @@ def test_evaluate_a_directory_without_a_model(tmp_path):
 def test_presets_table():
     code, out = run("presets")
     assert code == 0 and "mobilenet_v3_small" in out and "resnet8" in out
+
+
+def test_summary_of_no_runs(tmp_path):
+    code, out = run("summary", str(tmp_path))
+    assert code == 2 and "no finished runs" in out

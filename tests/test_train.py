@@ -49,6 +49,8 @@ def test_resnet8_run_directory_and_evaluate(tiny_folder, tmp_path):
         assert Image.open(run / png).size[0] > 300
     again = evaluate(run)
     assert again["top1"] == pytest.approx(test["top1"]) and again["confusion_matrix"] == test["confusion_matrix"]
+    result = CliRunner().invoke(app, ["summary", str(run.parent), "--markdown"])
+    assert result.exit_code == 0 and f"{test['top1']:.2%}" in result.output and "32x32" in result.output
 
 
 def test_transfer_with_feature_cache_and_fine_tune(tiny_folder, tmp_path, cache_dir):
