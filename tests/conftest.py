@@ -50,6 +50,18 @@ def tiny_tar(tiny_folder, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never read or fill the user's ~/.cache/edgekit."""
+    old = os.environ.get("EDGE_CACHE_DIR")
+    os.environ["EDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("edge-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGE_CACHE_DIR", None)
+    else:
+        os.environ["EDGE_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"

@@ -112,3 +112,17 @@ def test_cifar10_env_points_at_a_local_copy(tiny_tar, monkeypatch):
     monkeypatch.setenv("EDGE_CIFAR10", str(tiny_tar))
     data = load_dataset("cifar10", (32, 32))
     assert data.source == str(tiny_tar) and data.class_names == sorted(CLASSES)
+
+
+def test_decoded_images_are_cached_until_a_file_changes(tmp_path, cache_dir):
+    root = write_folder(tmp_path / "d", per_class_train=4, per_class_test=1)
+    first = load_dataset(str(root), (32, 32))
+    second = load_dataset(str(root), (32, 32))
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    np.testing.assert_array_equal(first.train.x, second.train.x)
+    assert first.data_hash == second.data_hash
+    make = Image.new("RGB", (32, 32), (1, 2, 3))
+    make.save(root / "train" / "red" / "0000.jpg")
+    third = load_dataset(str(root), (32, 32))
+    assert not third.cache_hit and third.data_hash != first.data_hash
+    assert not load_dataset(str(root), (32, 32), use_cache=False).cache_hit

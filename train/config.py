@@ -42,6 +42,7 @@ class TrainConfig:
     augment: bool = True              # flip, rotation ±15°, shift 0.1, zoom 0.8–1.2 (not used on cached features)
     early_stopping_patience: int = 5  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True        # phase 1 of transfer presets trains on cached backbone features
+    data_cache: bool = True           # reuse decoded images of unchanged files from an earlier run
     cache_dir: Optional[str] = None   # None = $EDGE_CACHE_DIR or ~/.cache/edgekit
     seed: int = 42
 

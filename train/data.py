@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit import cache
 from edgekit.errors import EdgeError
 from edgekit.progress import progress_bar
 from edgekit_runtime import ImageError, load_rgb, resize_rgb
@@ -41,6 +42,7 @@ class Dataset:
     data_hash: str
     source: str
     bad_files: List[str] = field(default_factory=list)
+    cache_hit: bool = False   # decoded arrays came from the cache of an earlier run
 
     def counts(self) -> Dict[str, Dict[str, int]]:
         return {name: {c: int((s.y == i).sum()) for i, c in enumerate(self.class_names)}
@@ -175,11 +177,76 @@ def resolve_source(data: str) -> str:
     return data
 
 
+def _read_files(path: Path, target: Tuple[int, int], skip_bad: bool):
+    """Decode a folder or archive: (xtr, ytr, xte, yte, class names, data hash, bad files)."""
+    if path.is_dir():
+        entries = _folder_entries(path)
+        total = len(entries)
+    elif _is_tar(path):
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                total = sum(1 for m in tar.getmembers() if m.isfile() and _classify_path(PurePosixPath(m.name).parts))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise EdgeError(f"cannot read archive {path} (truncated or corrupt: {exc}).") from None
+        entries = _tar_entries(path)
+    else:
+        raise EdgeError(f"data path {path} is neither a folder nor a .tar/.tar.gz archive.")
+    if total == 0:
+        raise EdgeError(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
+    arrays, digests, kept, bad = _decode_all(entries, total, target, skip_bad, f"decoding {path.name}")
+    names = sorted({e.label for e in kept if e.split == "train"})
+    if len(names) < 2:
+        raise EdgeError(f"{path} has {len(names)} class folder(s) under train/; a classifier needs at least two.")
+    stray = sorted({e.label for e in kept if e.split == "test"} - set(names))
+    if stray:
+        raise EdgeError(f"test/ has class folder(s) missing from train/: {', '.join(stray)}.")
+    index = {c: i for i, c in enumerate(names)}
+    order = sorted(range(len(kept)), key=lambda i: (kept[i].split, kept[i].label, kept[i].name))
+    h = hashlib.sha256()
+    for i in order:
+        h.update(f"{kept[i].split}/{kept[i].label}/{PurePosixPath(kept[i].name).name}\0{digests[i]}\n".encode())
+    tr = [i for i in order if kept[i].split == "train"]
+    te = [i for i in order if kept[i].split == "test"]
+    xtr, ytr = _stack([arrays[i] for i in tr], target), np.array([index[kept[i].label] for i in tr], np.int32)
+    xte, yte = _stack([arrays[i] for i in te], target), np.array([index[kept[i].label] for i in te], np.int32)
+    return xtr, ytr, xte, yte, names, h.hexdigest(), bad
+
+
+def _stamp(path: Path) -> Dict[str, object]:
+    """What identifies a source's bytes without reading them: names, sizes and mtimes."""
+    if not path.is_dir():
+        st = path.stat()
+        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, fname))
+            h.update(f"{os.path.relpath(dirpath, path)}/{fname}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return {"path": str(path.resolve()), "files": h.hexdigest()}
+
+
+def _read_files_cached(path: Path, target, skip_bad: bool, cache_dir: Optional[str]):
+    """_read_files, reusing the decoded arrays of an earlier run on unchanged files."""
+    parts = {"decoder": 1, "source": _stamp(path), "target": list(target), "skip_bad": skip_bad}
+    entry = cache.cache_root("decoded", cache_dir) / cache.key_of(parts)
+    found = cache.load(entry, ["xtr", "ytr", "xte", "yte"])
+    if found:
+        a, meta = found
+        return a["xtr"], a["ytr"], a["xte"], a["yte"], meta["names"], meta["data_hash"], meta["bad"], True
+    xtr, ytr, xte, yte, names, data_hash, bad = _read_files(path, target, skip_bad)
+    cache.store(entry, {"xtr": xtr, "ytr": ytr, "xte": xte, "yte": yte},
+                {**parts, "names": names, "data_hash": data_hash, "bad": bad})
+    return xtr, ytr, xte, yte, names, data_hash, bad, False
+
+
 def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
                  seed: int = 42, limit_per_class: Optional[int] = None,
-                 test_limit_per_class: Optional[int] = None, skip_bad: bool = False) -> Dataset:
+                 test_limit_per_class: Optional[int] = None, skip_bad: bool = False,
+                 use_cache: bool = True, cache_dir: Optional[str] = None) -> Dataset:
     source = resolve_source(data)
     bad: List[str] = []
+    hit = False
     if source == "cifar10":
         xtr, ytr, xte, yte, data_hash = _keras_cifar10()
         names = list(CIFAR10_CLASSES)
@@ -187,39 +254,10 @@ def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.
         path = Path(source).expanduser()
         if not path.exists():
             raise EdgeError(f"data path {path} does not exist (expected 'cifar10', a folder or a .tar/.tar.gz).")
-        if path.is_dir():
-            entries = _folder_entries(path)
-            total = len(entries)
-        elif _is_tar(path):
-            try:
-                with tarfile.open(path, "r:*") as tar:
-                    total = sum(1 for m in tar.getmembers() if m.isfile() and _classify_path(PurePosixPath(m.name).parts))
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise EdgeError(f"cannot read archive {path} (truncated or corrupt: {exc}).") from None
-            entries = _tar_entries(path)
+        if use_cache:
+            xtr, ytr, xte, yte, names, data_hash, bad, hit = _read_files_cached(path, target, skip_bad, cache_dir)
         else:
-            raise EdgeError(f"data path {path} is neither a folder nor a .tar/.tar.gz archive.")
-        if total == 0:
-            raise EdgeError(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
-        arrays, digests, kept, bad = _decode_all(entries, total, target, skip_bad, f"decoding {path.name}")
-        names = sorted({e.label for e in kept if e.split == "train"})
-        if len(names) < 2:
-            raise EdgeError(f"{path} has {len(names)} class folder(s) under train/; a classifier needs at least two.")
-        stray = sorted({e.label for e in kept if e.split == "test"} - set(names))
-        if stray:
-            raise EdgeError(f"test/ has class folder(s) missing from train/: {', '.join(stray)}.")
-        index = {c: i for i, c in enumerate(names)}
-        order = sorted(range(len(kept)), key=lambda i: (kept[i].split, kept[i].label, kept[i].name))
-        h = hashlib.sha256()
-        for i in order:
-            rel = kept[i].name.split(":", 1)[-1] if ":" in kept[i].name else os.path.relpath(kept[i].name, path)
-            h.update(f"{kept[i].split}/{kept[i].label}/{PurePosixPath(rel).name}\0{digests[i]}\n".encode())
-        data_hash = h.hexdigest()
-        tr = [i for i in order if kept[i].split == "train"]
-        te = [i for i in order if kept[i].split == "test"]
-        xtr, ytr = _stack([arrays[i] for i in tr], target), np.array([index[kept[i].label] for i in tr], np.int32)
-        xte, yte = _stack([arrays[i] for i in te], target), np.array([index[kept[i].label] for i in te], np.int32)
-        del arrays
+            xtr, ytr, xte, yte, names, data_hash, bad = _read_files(path, target, skip_bad)
     rng = np.random.default_rng(seed)
     if len(xte) == 0:
         keep, held = _stratified(ytr, test_fraction, rng)
@@ -233,4 +271,4 @@ def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.
     if limit_per_class or test_limit_per_class:
         data_hash = hashlib.sha256(f"{data_hash}|{limit_per_class}|{test_limit_per_class}|{seed}".encode()).hexdigest()
     return Dataset(names, Split(xtr[keep], ytr[keep]), Split(xtr[held], ytr[held]), Split(xte, yte),
-                   data_hash, source, bad)
+                   data_hash, source, bad, hit)

@@ -32,7 +32,7 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -
     dataset = load_dataset(ds_src, spec.size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                            seed=cfg.seed, limit_per_class=cfg.limit_per_class if same_data else None,
                            test_limit_per_class=cfg.test_limit_per_class if same_data else None,
-                           skip_bad=cfg.skip_bad)
+                           skip_bad=cfg.skip_bad, use_cache=cfg.data_cache, cache_dir=cfg.cache_dir)
     if dataset.class_names != labels:
         missing = sorted(set(dataset.class_names) - set(labels))
         if missing:

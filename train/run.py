@@ -78,7 +78,8 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False) ->
     t0 = time.perf_counter()
     data = load_dataset(cfg.data, spec.size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                         seed=cfg.seed, limit_per_class=cfg.limit_per_class,
-                        test_limit_per_class=cfg.test_limit_per_class, skip_bad=cfg.skip_bad)
+                        test_limit_per_class=cfg.test_limit_per_class, skip_bad=cfg.skip_bad,
+                        use_cache=cfg.data_cache, cache_dir=cfg.cache_dir)
     data_seconds = time.perf_counter() - t0
     for line in data.bad_files:
         console.print(f"[yellow]skipped[/] {line}")
@@ -88,7 +89,8 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False) ->
     run.write_start(cfg, spec, data)
 
     verbose = 1 if sys.stdout.isatty() else 2
-    phases, info = {}, {"data_seconds": data_seconds, "feature_cache_hit": None, "features_seconds": None}
+    phases, info = {}, {"data_seconds": data_seconds, "data_cache_hit": data.cache_hit,
+                         "feature_cache_hit": None, "features_seconds": None}
     ds = lambda split, augment, shuffle: make_dataset(  # noqa: E731
         split.x, split.y, spec, cfg.batch_size, num_classes=len(data.class_names), shuffle=shuffle,
         augment=augment and cfg.augment, seed=cfg.seed)

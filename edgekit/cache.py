@@ -1,0 +1,53 @@
+"""On-disk caches of numpy arrays (decoded images, backbone features), keyed by a content hash.
+
+Each entry is a directory written under a temporary name and renamed into place, so a reader sees a
+whole entry or none; an entry that fails to load is treated as a miss, never trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+ENV = "EDGE_CACHE_DIR"
+
+
+def cache_root(kind: str, cache_dir: Optional[str] = None) -> Path:
+    base = cache_dir or os.environ.get(ENV) or Path.home() / ".cache" / "edgekit"
+    return Path(base).expanduser() / kind
+
+
+def key_of(parts: Dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load(entry: Path, names) -> Optional[Tuple[Dict[str, np.ndarray], dict]]:
+    """({name: array}, meta) of a complete entry, or None."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        return {n: np.load(entry / f"{n}.npy") for n in names}, meta
+    except (OSError, ValueError):
+        return None
+
+
+def store(entry: Path, arrays: Dict[str, np.ndarray], meta: dict) -> None:
+    """Write an entry atomically; a cache that can't be written costs time, not the run."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    except OSError:
+        return
+    try:
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
