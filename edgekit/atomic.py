@@ -1,31 +1,12 @@
 """Atomic file writes: a reader (or a crash, or Ctrl-C) never sees half a file."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so a group of related files is written together."""
-    caught = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
-    except ValueError:  # not the main thread: signals cannot be handled here anyway
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
+from typing import Any, Callable
 
 
 def write_with(path: Path, writer: Callable[[Path], None]) -> None:

@@ -94,8 +94,9 @@ def test_training_pipeline_matches_runtime_preprocessing(tiny_folder):
     assert np.abs(train_side - runtime_side).max() <= spec.scale[0] * 1.0 + 1e-6
 
 
-def test_interrupt_then_resume(tiny_folder, tmp_path, cache_dir):
-    """A real SIGINT mid-run leaves a resumable run; --resume finishes it with every epoch accounted for."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_interrupt_then_resume(stop, tiny_folder, tmp_path, cache_dir):
+    """A real Ctrl-C or kill mid-run leaves a resumable run; --resume finishes it with every epoch accounted for."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgekit", "train", "--data", str(tiny_folder), "--out", str(out),
            "--preset", "resnet8", "--epochs", "8", "--batch-size", "4", "--set", "early_stopping_patience=0"]
@@ -105,7 +106,7 @@ def test_interrupt_then_resume(tiny_folder, tmp_path, cache_dir):
     while time.time() < deadline and not state.exists():
         time.sleep(0.2)
     assert state.exists(), proc.communicate()[0] if proc.poll() is not None else "no checkpoint in time"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
     assert "--resume" in output and "Traceback" not in output

@@ -11,7 +11,8 @@ from typing import Callable, List, Optional
 
 import tf_keras as keras
 
-from edgekit.atomic import sigint_deferred, write_json, write_with
+from edgekit.atomic import write_json, write_with
+from edgekit.signals import interrupts_deferred
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
             print(f"early stopping: no val_loss improvement for {s.wait} epochs; best was epoch {s.best_epoch}.",
                   file=sys.stderr)
-        with sigint_deferred():
+        with interrupts_deferred():
             if improved:
                 write_with(self.folder / "best.weights.h5", lambda p: self.model.save_weights(p))
             write_with(self.folder / "last.keras", lambda p: self.model.save(p))

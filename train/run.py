@@ -14,6 +14,7 @@ import yaml
 
 from edgekit.errors import EdgeError
 from edgekit.progress import console
+from edgekit.signals import sigterm_as_interrupt
 from edgekit.train import features as feature_cache
 from edgekit.train import models
 from edgekit.train.config import TrainConfig, build_config
@@ -94,21 +95,9 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False) ->
     ds = lambda split, augment, shuffle: make_dataset(  # noqa: E731
         split.x, split.y, spec, cfg.batch_size, num_classes=len(data.class_names), shuffle=shuffle,
         augment=augment and cfg.augment, seed=cfg.seed)
-    steps = math.ceil(len(data.train.y) / cfg.batch_size)
-    model = built.model
     try:
-        if built.backbone is None:
-            state = PhaseState.load(run.ckpt("train") / "state.json", "train")
-            _compile(model, _opt(cfg, cfg.lr, steps, cfg.epochs), cfg)
-            model = _resumable(model, run.ckpt("train"), state)
-            info["seconds_before_first_epoch"] = time.perf_counter() - t_start
-            phases["train"] = run_phase(model, state, run.ckpt("train"), train=ds(data.train, True, True),
-                                        val=ds(data.val, False, False), epochs=cfg.epochs, steps_per_epoch=None,
-                                        patience=cfg.early_stopping_patience, verbose=verbose)
-        else:
-            model = _head_phase(cfg, built, data, spec, run, weights, info, phases, verbose, ds, t_start)
-            if cfg.fine_tune_epochs > 0:
-                model = _fine_tune_phase(cfg, built, model, run, phases, verbose, ds, steps, data)
+        with sigterm_as_interrupt():
+            model = _run_phases(cfg, built, data, spec, run, weights, info, phases, verbose, ds, t_start)
     except KeyboardInterrupt:
         raise Interrupted(f"training interrupted; the last finished epoch is saved: resume with "
                           f"`edge train --out {run.path} --resume`.") from None
@@ -126,6 +115,25 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False) ->
         "total_seconds": time.perf_counter() - t_start,
     })
     return run.path
+
+
+def _run_phases(cfg, built, data: Dataset, spec, run, weights, info, phases, verbose, ds, t_start):
+    """Phase 1 (whole net from scratch, or head only), then the optional fine-tune; returns the model."""
+    steps = math.ceil(len(data.train.y) / cfg.batch_size)
+    if built.backbone is None:
+        model, folder = built.model, run.ckpt("train")
+        state = PhaseState.load(folder / "state.json", "train")
+        _compile(model, _opt(cfg, cfg.lr, steps, cfg.epochs), cfg)
+        model = _resumable(model, folder, state)
+        info["seconds_before_first_epoch"] = time.perf_counter() - t_start
+        phases["train"] = run_phase(model, state, folder, train=ds(data.train, True, True),
+                                    val=ds(data.val, False, False), epochs=cfg.epochs, steps_per_epoch=None,
+                                    patience=cfg.early_stopping_patience, verbose=verbose)
+        return model
+    model = _head_phase(cfg, built, data, spec, run, weights, info, phases, verbose, ds, t_start)
+    if cfg.fine_tune_epochs > 0:
+        model = _fine_tune_phase(cfg, built, model, run, phases, verbose, ds, steps, data)
+    return model
 
 
 def _opt(cfg: TrainConfig, lr: float, steps: int, epochs: int):

@@ -1,0 +1,385 @@
+"""edgekit_runtime on real tiny models: a tf_keras net converted here to float/int8/16x8 TFLite and ONNX.
+
+The convert stage is not used: the artifacts are built with the plain TF converter and tf2onnx, so
+these tests pin the runtime's own behaviour (parity with Keras, quantization handling, batching,
+metadata, directory handling, CLI errors, no TensorFlow on the device).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CLASSES, make_image
+from edgekit_runtime import (Classifier, EngineUnavailable, ImageError, InputError, ModelError, PreprocessSpec,
+                             SpecError, load_rgb, resize_rgb)
+from edgekit_runtime.cli import main
+from edgekit_runtime.tflite_meta import read_metadata
+
+SIZE = 16
+LABELS = sorted(CLASSES)  # blue, green, red: output order, as training writes labels.txt
+SPEC = PreprocessSpec(height=SIZE, width=SIZE, scale=(1 / 127.5,) * 3, offset=(-1.0,) * 3)
+
+
+def reference_input(paths, spec=SPEC):
+    """The model input computed from the public primitives, independently of Classifier."""
+    return np.stack([spec.normalize(resize_rgb(load_rgb(str(p), target_size=spec.size), spec.size)) for p in paths])
+
+
+def embed_tflite_metadata(model: bytes, name: str, payload: bytes) -> bytes:
+    """What the convert stage does: a Model.metadata entry pointing at a new buffer."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(payload, np.uint8)
+    m.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(m.buffers) - 1
+    m.metadata = (m.metadata or []) + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    import edgekit  # noqa: F401  (selects tf_keras)
+    import tensorflow as tf
+    import tf2onnx
+    import tf_keras as keras
+
+    root = tmp_path_factory.mktemp("runtime")
+    rng = np.random.default_rng(0)
+    # training data: the colour-class images of conftest, learnable in a few epochs
+    y = np.arange(120) % 3
+    x = np.stack([np.asarray(make_image(rng, LABELS[c], SIZE)) for c in y])
+    xf = SPEC.normalize(x)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((SIZE, SIZE, 3)),
+                              keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(xf, y, epochs=12, batch_size=20, verbose=0)
+
+    def rep():
+        for i in range(0, 60, 2):
+            yield [xf[i:i + 1]]
+
+    def tflite(**kw):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if kw:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = rep
+            conv.target_spec.supported_ops = [kw["ops"]]
+            conv.inference_input_type = conv.inference_output_type = kw["io"]
+        return conv.convert()
+
+    export = root / "export"
+    export.mkdir()
+    (export / "model_fp32.tflite").write_bytes(tflite())
+    (export / "model_int8.tflite").write_bytes(tflite(ops=tf.lite.OpsSet.TFLITE_BUILTINS_INT8, io=tf.uint8))
+    (export / "model_16x8.tflite").write_bytes(tflite(
+        ops=tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, io=tf.int16))
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=(tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32,
+                                                                                 name="image"),), opset=17)
+    (export / "model_fp32.onnx").write_bytes(proto.SerializeToString())
+    (export / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    (export / "preprocess.json").write_text(json.dumps(SPEC.to_dict()))
+
+    odd = root / "odd"  # models the runtime must refuse or treat specially, each with the side files
+    odd.mkdir()
+    fixed = tf.function(lambda t: model(t, training=False)).get_concrete_function(
+        tf.TensorSpec((1, SIZE, SIZE, 3), tf.float32))
+    (odd / "static_batch.tflite").write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fixed], model).convert())
+    gray = keras.Sequential([keras.layers.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    (odd / "gray.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(gray).convert())
+    dense = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    (odd / "vector_input.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(dense).convert())
+    for name in ("labels.txt", "preprocess.json"):
+        shutil.copy(export / name, odd / name)
+
+    # test images: other sizes than the model's, JPEG and PNG, the class colour dominant
+    images = root / "images"
+    images.mkdir()
+    paths = []
+    for i in range(9):
+        label = LABELS[i % 3]
+        path = images / f"{i}_{label}.{'png' if i % 2 else 'jpg'}"
+        make_image(rng, label, size=[16, 24, 40][i // 3]).resize((37 + i, 29 + 2 * i)).save(path, quality=95)
+        paths.append(path)
+    ref = model(reference_input(paths), training=False).numpy()
+    return SimpleNamespace(root=root, export=export, odd=odd, paths=paths, ref=ref, model=model, gray=gray)
+
+
+def load(art, fmt, **kw):
+    return Classifier.load(art.export, format=fmt, **kw)
+
+
+# ------------------------------------------------------------------ parity with the Keras model
+@pytest.mark.parametrize("fmt,engine", [("fp32.tflite", "litert"), ("onnx", "onnx")])
+def test_float_artifacts_match_keras(art, fmt, engine):
+    clf = load(art, fmt, threads=1)
+    assert clf.engine_name == engine and clf.input_dtype == np.float32 and clf.engine.dynamic_batch
+    assert clf.labels == LABELS and clf.spec == SPEC and clf.input_shape == (SIZE, SIZE, 3)
+    probs = clf.predict([str(p) for p in art.paths])
+    assert probs.dtype == np.float32 and probs.shape == (9, 3)
+    np.testing.assert_allclose(probs, art.ref, atol=1e-5)
+    assert (probs.argmax(1) == art.ref.argmax(1)).all()
+    # the model learnt the colours, so top-1 agreement is a real check, not a coin toss on near-ties
+    assert (art.ref.argmax(1) == [LABELS.index(p.stem.split("_")[1]) for p in art.paths]).all()
+
+
+@pytest.mark.parametrize("fmt,dtype,atol", [("int8", np.uint8, 0.06), ("16x8", np.int16, 0.01)])
+def test_quantized_artifacts_track_keras(art, fmt, dtype, atol):
+    clf = load(art, fmt)
+    info = clf.engine.input
+    assert clf.input_dtype == dtype and info.quantized and info.scale > 0
+    probs = clf.predict(art.paths)
+    assert (probs.argmax(1) == art.ref.argmax(1)).all()
+    assert np.abs(probs - art.ref).max() < atol
+    assert np.allclose(probs.sum(1), 1, atol=0.05)  # dequantized back to probabilities
+
+
+def test_run_takes_float_input_and_quantizes_itself(art):
+    """The convert stage's validation calls run() with float input it preprocessed itself."""
+    x = reference_input(art.paths)
+    for fmt in ("fp32.tflite", "int8", "16x8", "onnx"):
+        clf = load(art, fmt)
+        np.testing.assert_array_equal(clf.run(x), clf.predict(art.paths))
+        np.testing.assert_array_equal(clf.preprocess(art.paths), x)
+    clf = load(art, "int8")
+    # by hand: TFLite's quantization formula on the input, dequantization on the output
+    q_in, q_out = clf.engine.input, clf.engine.output
+    q = np.clip(np.rint(x / q_in.scale) + q_in.zero_point, 0, 255).astype(np.uint8)
+    by_hand = (clf.engine.run(q).astype(np.float32) - q_out.zero_point) * q_out.scale
+    np.testing.assert_allclose(clf.run(x), by_hand, atol=1e-7)
+    with pytest.raises(InputError, match="float model input"):
+        clf.run((x * 100).astype(np.uint8))
+    with pytest.raises(InputError, match="shape"):
+        clf.run(x[:, :8])
+
+
+# ---------------------------------------------------------------------------------- batching
+@pytest.mark.parametrize("where,fmt", [("export", "fp32.tflite"), ("export", "int8"), ("export", "onnx"),
+                                       ("odd", "static_batch")])
+def test_batch_equals_per_image(art, where, fmt):
+    clf = Classifier.load(getattr(art, where), format=fmt)
+    assert clf.engine.dynamic_batch == (fmt != "static_batch")
+    together = clf.predict(art.paths)
+    one_by_one = np.concatenate([clf.predict(p) for p in art.paths])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+    np.testing.assert_allclose(clf.predict(art.paths, batch_size=4), together, atol=1e-6)
+    np.testing.assert_allclose(together, art.ref, atol=0.06)
+
+
+def test_predict_accepts_paths_pil_arrays_bytes_and_odd_modes(art):
+    clf = load(art, "fp32.tflite")
+    path = art.paths[0]
+    want = clf.predict(str(path))
+    img = Image.open(path)
+    for same in (path, path.read_bytes(), load_rgb(str(path), target_size=SPEC.size)):
+        np.testing.assert_allclose(clf.predict(same), want, atol=1e-6)
+    arr = resize_rgb(load_rgb(str(path), target_size=SPEC.size), SPEC.size)
+    np.testing.assert_allclose(clf.predict(arr), want, atol=1e-6)
+    assert clf.predict(np.stack([arr, arr, arr])).shape == (3, 3)
+    assert clf.predict([]).shape == (0, 3)
+    # grayscale, RGBA and palette images and arrays of any size are converted, not refused
+    for odd in (img.convert("L"), img.convert("RGBA"), img.convert("P"), np.zeros((50, 70), np.uint8),
+                np.full((33, 21, 4), 200, np.uint8)):
+        p = clf.predict(odd)
+        assert p.shape == (1, 3) and np.isfinite(p).all()
+    with pytest.raises(InputError, match="uint8"):
+        clf.predict(np.zeros((16, 16, 3), np.float32))
+    with pytest.raises(InputError):
+        clf.predict(42)
+
+
+def test_top_k(art):
+    clf = load(art, "onnx")
+    probs = clf.predict(art.paths[:2])
+    top = clf.top_k(art.paths[:2], k=2)
+    assert [len(t) for t in top] == [2, 2]
+    for row, t in zip(probs, top):
+        assert t[0] == (LABELS[int(row.argmax())], pytest.approx(float(row.max())))
+        assert t[0][1] >= t[1][1]
+    assert len(clf.top_k(art.paths[0], k=10)[0]) == 3
+
+
+def test_one_channel_model_gets_pillow_luma(art):
+    clf = Classifier.load(art.odd, format="gray")
+    assert clf.input_shape == (SIZE, SIZE, 1)
+    gray = np.stack([np.asarray(Image.fromarray(resize_rgb(load_rgb(str(p), target_size=SPEC.size), SPEC.size))
+                                .convert("L"), np.float32) for p in art.paths])[..., None]
+    ref = art.gray(gray / 127.5 - 1.0, training=False).numpy()
+    np.testing.assert_allclose(clf.predict(art.paths), ref, atol=1e-5)
+
+
+def test_huge_jpeg_is_decoded_at_reduced_scale(art, tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (1800, 2400, 3), np.uint8)).save(big, quality=80)
+    clf = load(art, "fp32.tflite")
+    with Image.open(big) as im:  # the JPEG draft mode the runtime relies on, at 1/8 scale for 16 px
+        assert im.draft("RGB", (SIZE, SIZE)) is not None
+    np.testing.assert_array_equal(clf.preprocess(big), reference_input([big]))
+
+
+# ---------------------------------------------------------------------- metadata and directories
+def test_embedded_metadata_replaces_side_files(art, tmp_path):
+    import onnx
+    payload = json.dumps({"labels": LABELS, "preprocess": SPEC.to_dict()}).encode()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "a.tflite").write_bytes(embed_tflite_metadata((art.export / "model_fp32.tflite").read_bytes(),
+                                                          "edgekit", payload))
+    proto = onnx.load(str(art.export / "model_fp32.onnx"))
+    for key, value in (("labels", json.dumps(LABELS)), ("preprocess", json.dumps(SPEC.to_dict()))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(bare / "b.onnx"))
+    # the TFLite-Support way: files zipped onto the end of the model
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("labels.txt", "\n".join(LABELS))
+        z.writestr("preprocess.json", json.dumps(SPEC.to_dict()))
+    (bare / "c.tflite").write_bytes((art.export / "model_int8.tflite").read_bytes() + zipped.getvalue())
+    assert json.loads(read_metadata(bare / "a.tflite", ["edgekit"])["edgekit"])["labels"] == LABELS
+    assert read_metadata(art.export / "model_fp32.tflite", ["edgekit"]) == {}
+    for name in ("a", "b", "c"):
+        clf = Classifier.load(bare, format=name)
+        assert clf.labels == LABELS and clf.spec == SPEC and "embedded" in clf.info.spec_source
+        np.testing.assert_allclose(clf.predict(art.paths), art.ref, atol=1e-5 if name != "c" else 0.06)
+    # files beside the model win over what is embedded: they are what the user sees and edits
+    (bare / "labels.txt").write_text("B\nG\nR\n")
+    assert Classifier.load(bare / "a.tflite").labels == ["B", "G", "R"]
+    (bare / "labels.txt").write_text("just\ntwo\n")
+    with pytest.raises(ModelError, match="2 labels but a.tflite outputs 3"):
+        Classifier.load(bare / "a.tflite")
+    with pytest.raises(SpecError, match="no preprocess.json"):
+        Classifier.load(shutil.copy(art.export / "model_fp32.tflite", tmp_path / "lone.tflite"))
+
+
+def test_directory_choice_and_manifest(art, tmp_path):
+    with pytest.raises(ModelError, match="several models") as err:
+        Classifier.load(art.export)
+    assert "model_int8.tflite" in str(err.value) and "model_fp32.onnx" in str(err.value)
+    with pytest.raises(ModelError, match="ambiguous"):
+        Classifier.load(art.export, format="fp32")
+    with pytest.raises(ModelError, match="no model matches format 'fp64'"):
+        Classifier.load(art.export, format="fp64")
+    assert Classifier.load(art.export, format="model_int8.tflite").input_dtype == np.uint8
+    d = tmp_path / "with_manifest"
+    shutil.copytree(art.export, d)
+    (d / "manifest.json").write_text(json.dumps({"artifacts": [
+        {"format": "tflite_int8", "file": "model_int8.tflite"}, {"format": "onnx_fp32", "file": "model_fp32.onnx"}]}))
+    assert Classifier.load(d, format="tflite_int8").input_dtype == np.uint8
+    assert Classifier.load(d, format="onnx_fp32").engine_name == "onnx"
+    single = tmp_path / "single"
+    single.mkdir()
+    for name in ("model_int8.tflite", "labels.txt", "preprocess.json"):
+        shutil.copy(art.export / name, single / name)
+    assert Classifier.load(single).engine.path.name == "model_int8.tflite"
+
+
+def test_engine_choice(art):
+    with pytest.raises(EngineUnavailable, match=r"pip install 'edgekit-runtime\[tflite\]'"):
+        load(art, "int8", engine="tflite")  # tflite-runtime needs numpy<2: not installed here
+    with pytest.raises(EngineUnavailable, match="cannot run .tflite"):
+        load(art, "int8", engine="onnx")
+    assert load(art, "int8", engine="litert", threads=2).engine.threads == 2
+
+
+# -------------------------------------------------------------------------------------- CLI
+def test_cli_predict_text_and_json(art, capsys):
+    paths = [str(p) for p in art.paths[:3]]
+    assert main(["predict", str(art.export), *paths, "--format", "int8", "--json", "--top-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["engine"] == "litert" and [r["image"] for r in out["predictions"]] == paths
+    assert [r["top_k"][0]["label"] for r in out["predictions"]] == [LABELS[i] for i in art.ref[:3].argmax(1)]
+    assert len(out["predictions"][0]["top_k"]) == 2
+    assert main(["predict", str(art.export / "model_fp32.onnx"), paths[0], "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{paths[0]}: {LABELS[art.ref[0].argmax()]} ") and captured.err == ""
+    assert main(["info", str(art.export), "--format", "16x8"]) == 0
+    assert "int16" in capsys.readouterr().out
+
+
+def bad_inputs(art, tmp: Path):
+    """(argv, expected message fragment) for every kind of bad input."""
+    img = str(art.paths[0])
+    jpeg = art.paths[0] if art.paths[0].suffix == ".jpg" else art.paths[2]
+    (tmp / "truncated.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    (tmp / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (tmp / "junk.tflite").write_bytes(os.urandom(300))
+    blob = (art.export / "model_fp32.tflite").read_bytes()
+    (tmp / "truncated.tflite").write_bytes(blob[: len(blob) // 2])
+    (tmp / "corrupt.onnx").write_bytes(b"not a protobuf" * 10)
+    (tmp / "empty").mkdir()
+    (tmp / "model.pt").write_bytes(b"x")
+    model = str(art.export / "model_fp32.tflite")
+    return [
+        (["predict", model, str(tmp / "missing.jpg")], "missing.jpg: no such file"),
+        (["predict", model, str(tmp / "truncated.jpg")], "truncated.jpg: cannot decode image"),
+        (["predict", model, str(tmp / "corrupt.png")], "corrupt.png:"),
+        (["predict", model, img, str(tmp)], "is a directory"),
+        (["predict", str(tmp / "missing.tflite"), img], "no such model file"),
+        (["predict", str(tmp / "junk.tflite"), img], "not a loadable TFLite model"),
+        (["predict", str(tmp / "truncated.tflite"), img], "not a loadable TFLite model"),
+        (["predict", str(tmp / "corrupt.onnx"), img], "not a loadable ONNX model"),
+        (["predict", str(tmp / "model.pt"), img], "not a model file the runtime knows"),
+        (["predict", str(tmp / "empty"), img], "no .tflite or .onnx model in this directory"),
+        (["predict", str(art.export), img], "several models"),
+        (["predict", str(art.odd), img, "--format", "vector_input"], "not an image batch"),
+        (["predict", model, img, "--engine", "tflite"], "pip install 'edgekit-runtime[tflite]'"),
+    ]
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(art, tmp_path, capsys):
+    for argv, fragment in bad_inputs(art, tmp_path):
+        code = main(argv)
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert code == 2, (argv, captured.err)
+        assert len(lines) == 1 and lines[0].startswith("edge-run: error: ") and fragment in lines[0], (argv, lines)
+        assert captured.out == ""
+
+
+def test_cli_in_a_real_process(art, tmp_path):
+    """The installed console script: exit codes, one stderr line, no traceback, no native log lines."""
+    exe = shutil.which("edge-run", path=str(Path(sys.executable).parent)) or "edge-run"
+    cases = bad_inputs(art, tmp_path)
+    for argv, fragment in (cases[1], cases[6]):  # a truncated JPEG, a truncated model
+        proc = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and fragment in proc.stderr
+    proc = subprocess.run([exe, "predict", str(art.export / "model_int8.tflite"), str(art.paths[0])],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(str(art.paths[0]))
+
+
+def test_device_process_never_imports_tensorflow(art):
+    code = ("import sys, edgekit_runtime\n"
+            f"clf = edgekit_runtime.Classifier.load({str(art.export / 'model_int8.tflite')!r})\n"
+            f"print(clf.top_k({str(art.paths[0])!r}, k=1)[0][0][0])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'edgekit')))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    label, modules = proc.stdout.strip().splitlines()
+    print("modules of TensorFlow/edgekit in the device process:", modules)
+    assert label == LABELS[art.ref[0].argmax()]
+    assert modules == "[]"
