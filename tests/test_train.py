@@ -116,3 +116,16 @@ def test_interrupt_then_resume(stop, tiny_folder, tmp_path, cache_dir):
     assert result.exit_code == 0, result.output
     history = json.loads((out / "history.json").read_text())["train"]
     assert [h["epoch"] for h in history] == list(range(1, 9))
+
+
+def test_evaluate_on_other_data_with_a_subset_of_classes(tiny_folder, tmp_path):
+    import shutil
+    run = train(cfg(tiny_folder, preset="resnet8", epochs=1), tmp_path / "run")
+    other = tmp_path / "other"
+    for c in ("blue", "red"):
+        shutil.copytree(tiny_folder / "test" / c, other / "test" / c)
+        shutil.copytree(tiny_folder / "train" / c, other / "train" / c)
+    report = evaluate(run, str(other))
+    assert report["images"] == 12 and report["data"]["source"] == str(other)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["images"] == 18 and len(metrics["evaluations"]) == 1

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from edgekit.atomic import write_json
 from edgekit.errors import EdgeError
 from edgekit.train import models, plots
@@ -26,7 +28,7 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -
         spec = PreprocessSpec.load(run_dir / "preprocess.json")
     except SpecError as exc:
         raise EdgeError(str(exc)) from None
-    labels = (run_dir / "labels.txt").read_text(encoding="utf-8").split()
+    labels = [name for name in (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines() if name]
     ds_src = data or cfg.data
     same_data = data is None
     dataset = load_dataset(ds_src, spec.size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
@@ -37,10 +39,9 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -
         missing = sorted(set(dataset.class_names) - set(labels))
         if missing:
             raise EdgeError(f"{ds_src} has classes the model does not know: {', '.join(missing)}.")
-        remap = [labels.index(c) for c in dataset.class_names]
-        dataset.test.y = [remap[i] for i in dataset.test.y]
-        import numpy as np
-        dataset.test.y = np.asarray(dataset.test.y, np.int32)
+        # the data may hold a subset of the classes: map its label indices onto the model's outputs
+        remap = np.array([labels.index(c) for c in dataset.class_names], np.int32)
+        dataset.test.y = remap[dataset.test.y]
     model = models.load_model(run_dir / "model.keras")
     t0 = time.perf_counter()
     probs = model.predict(make_dataset(dataset.test.x, None, spec, batch_size, num_classes=len(labels)), verbose=0)
