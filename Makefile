@@ -27,7 +27,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ./runtime -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e './runtime[litert,onnx]' -e '.[test]'
 	touch $@
 
 demo: venv

@@ -11,3 +11,15 @@ class ImageError(RuntimeErrorBase):
 
 class SpecError(RuntimeErrorBase):
     """A preprocess.json is missing fields or holds impossible values."""
+
+
+class ModelError(RuntimeErrorBase):
+    """A model file or export directory is missing, corrupt, ambiguous or not an image classifier."""
+
+
+class EngineUnavailable(RuntimeErrorBase):
+    """No installed inference engine can run the model; the message names the extra to install."""
+
+
+class InputError(RuntimeErrorBase):
+    """An array handed to predict/run has the wrong shape, dtype or type."""

@@ -43,12 +43,22 @@ class PreprocessSpec:
     def size(self):
         return (self.height, self.width)
 
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (..., H, W, 3) RGB pixels → float32 model input."""
-        x = pixels.astype(np.float32)
-        if self.channel_order == "BGR":
-            x = x[..., ::-1]
-        return x * np.asarray(self.scale, np.float32) + np.asarray(self.offset, np.float32)
+    def normalize(self, pixels: np.ndarray, out: "np.ndarray | None" = None) -> np.ndarray:
+        """uint8 (..., H, W, 3) RGB pixels → float32 model input.
+
+        `out` (float32, same shape) is filled in place, so a device loop can reuse one buffer; the
+        arithmetic (cast, reorder, multiply, then add, all float32) is the same either way.
+        """
+        scale, offset = np.asarray(self.scale, np.float32), np.asarray(self.offset, np.float32)
+        if out is None:
+            x = pixels.astype(np.float32)
+            if self.channel_order == "BGR":
+                x = x[..., ::-1]
+            return x * scale + offset
+        np.copyto(out, pixels[..., ::-1] if self.channel_order == "BGR" else pixels, casting="unsafe")
+        np.multiply(out, scale, out=out)
+        np.add(out, offset, out=out)
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,0 +1,283 @@
+"""Classifier: images in, class probabilities out, with whichever engine the device has.
+
+Quantization of the model's input and output (uint8/int8, int16 for 16x8) is handled here, not by
+the caller: `run` always takes the float model input that preprocess.json describes and always
+returns float32 probabilities, so a quantized artifact can be swapped in for a float one unchanged.
+Not thread-safe: one Classifier per thread (the engines themselves use `threads` cores).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from .artifacts import ModelInfo, gather, resolve_model
+from .engines import Engine, load_engine
+from .errors import InputError, ModelError, SpecError
+from .image import load_rgb, resize_rgb
+from .preprocess import PreprocessSpec
+
+ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+Images = Union[ImageLike, Sequence[ImageLike]]
+
+_INPUT_DTYPES = (np.float32, np.float16, np.uint8, np.int8, np.int16)
+# Pillow's own RGB → L weights (ITU-R 601-2 luma, 16-bit fixed point), for 1-channel models.
+_LUMA = np.array([19595, 38470, 7471], np.uint32)
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+class Classifier:
+    """An image classifier artifact (.tflite or .onnx) with its labels and preprocessing."""
+
+    def __init__(self, engine: Engine, labels: List[str], spec: PreprocessSpec, info: ModelInfo,
+                 num_classes: int) -> None:
+        self._engine, self._labels, self._spec, self.info = engine, labels, spec, info
+        self._num_classes = num_classes
+        _, h, w, c = engine.input.shape
+        self._input_shape = (h or spec.height, w or spec.width, c)
+        self._buffers: Dict[str, np.ndarray] = {}
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: "str | os.PathLike", threads: Optional[int] = None, engine: Optional[str] = None,
+             format: Optional[str] = None, labels: Optional[Sequence[str]] = None,
+             spec: "PreprocessSpec | dict | str | os.PathLike | None" = None) -> "Classifier":
+        """Load a .tflite/.onnx file, or the artifact `format` of an export directory.
+
+        `threads` defaults to the CPUs available; `engine` is litert, tflite or onnx (default: the
+        first installed that runs the file). `labels` and `spec` override what the files say.
+        """
+        model = resolve_model(path, format)
+        eng = load_engine(model, threads, engine)
+        info = gather(model, eng.metadata())
+        if labels is not None:
+            info.labels, info.labels_source = [str(v) for v in labels], "given"
+        if spec is not None:
+            info.spec, info.spec_source = _as_spec(spec), "given"
+        _check_input(eng, model)
+        if info.spec is None:
+            raise SpecError(f"{model}: no preprocess.json beside the model and no preprocessing embedded in it; "
+                            "put the export's preprocess.json next to the model.")
+        _, h, w, _ = eng.input.shape
+        if (h is not None and h != info.spec.height) or (w is not None and w != info.spec.width):
+            raise ModelError(f"{info.spec_source} gives input size {info.spec.height}x{info.spec.width} "
+                             f"but {model.name} takes {h}x{w}.")
+        k = _num_classes(eng, model, info)
+        if info.labels is None:
+            info.labels, info.labels_source = [str(i) for i in range(k)], "class numbers (no labels found)"
+        elif len(info.labels) != k:
+            raise ModelError(f"{info.labels_source} lists {len(info.labels)} labels but {model.name} "
+                             f"outputs {k} classes.")
+        return cls(eng, info.labels, info.spec, info, k)
+
+    # ------------------------------------------------------------- properties
+    @property
+    def labels(self) -> List[str]:
+        return list(self._labels)
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return self._spec
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return self._engine.input.dtype
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """(height, width, channels) of one model input."""
+        return self._input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def engine_name(self) -> str:
+        return self._engine.name
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def path(self) -> Path:
+        return self._engine.path
+
+    def __repr__(self) -> str:
+        return (f"<Classifier {self.path.name} engine={self.engine_name} input={_fmt_shape(self._input_shape)} "
+                f"{self.input_dtype} classes={self._num_classes}>")
+
+    # -------------------------------------------------------------- inference
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Float model input (N, H, W, C), already preprocessed → float32 probabilities (N, K)."""
+        x = np.asarray(batch)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != self._input_shape:
+            raise InputError(f"run() takes model input of shape (N, {', '.join(map(str, self._input_shape))}), "
+                             f"got {x.shape}.")
+        if x.dtype.kind != "f":
+            raise InputError(f"run() takes float model input (preprocessed), got {x.dtype}; "
+                             "use predict() for uint8 pixels.")
+        y = self._engine.run(self._to_model_dtype(x))
+        return self._to_probabilities(y)
+
+    def predict(self, images: Images, batch_size: int = 32) -> np.ndarray:
+        """Paths, bytes, PIL images or uint8 HxWx3 arrays (any size) → float32 probabilities (N, K).
+
+        Images are decoded and resized `batch_size` at a time, which bounds memory on long lists.
+        """
+        items = _as_items(images)
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        out = np.empty((len(items), self._num_classes), np.float32)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            out[start:start + len(chunk)] = self.run(self._prepare(chunk, reuse=True))
+        return out
+
+    def top_k(self, images: Images, k: int = 3) -> List[List[Tuple[str, float]]]:
+        """The k most probable (label, probability) pairs per image, most probable first."""
+        probs = self.predict(images)
+        return [[(self._labels[j], float(row[j])) for j in top_indices(row, k)] for row in probs]
+
+    def preprocess(self, images: Images) -> np.ndarray:
+        """The float model input `predict` would feed for these images (N, H, W, C), as a new array."""
+        return self._prepare(_as_items(images), reuse=False)
+
+    # --------------------------------------------------------------- helpers
+    def _buffer(self, key: str, shape: Tuple[int, ...], dtype) -> np.ndarray:
+        # One scratch array per role, replaced only when the batch shape changes: a device loop
+        # predicting frame after frame allocates nothing after the first call.
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+            buf = self._buffers[key] = np.empty(shape, dtype)
+        return buf
+
+    def _prepare(self, items: list, reuse: bool) -> np.ndarray:
+        h, w, c = self._input_shape
+        n = len(items)
+        pixels = self._buffer("pixels", (n, h, w, 3), np.uint8) if reuse else np.empty((n, h, w, 3), np.uint8)
+        for i, item in enumerate(items):
+            pixels[i] = self._pixels(item, (h, w))
+        out = self._buffer("input", (n, h, w, c), np.float32) if reuse else np.empty((n, h, w, c), np.float32)
+        if c == 3:
+            return self._spec.normalize(pixels, out=out)
+        luma = (pixels.astype(np.uint32) @ _LUMA + 0x8000) >> 16
+        np.copyto(out[..., 0], luma, casting="unsafe")
+        out *= np.float32(self._spec.scale[0])
+        out += np.float32(self._spec.offset[0])
+        return out
+
+    @staticmethod
+    def _pixels(item: ImageLike, size: Tuple[int, int]) -> np.ndarray:
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8:
+                raise InputError(f"image arrays must hold uint8 pixels 0..255, got {item.dtype}; "
+                                 "feed preprocessed float input to run() instead.")
+            if item.shape == size + (3,):
+                return item
+            arr = item[..., 0] if item.ndim == 3 and item.shape[-1] == 1 else item
+            if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+                raise InputError(f"cannot read an array of shape {item.shape} as an image; expected HxWx3.")
+            return resize_rgb(load_rgb(Image.fromarray(np.ascontiguousarray(arr))), size)
+        if isinstance(item, Image.Image):
+            return resize_rgb(load_rgb(item), size)
+        if isinstance(item, (str, os.PathLike, bytes, bytearray)):
+            # target_size lets a huge JPEG decode at 1/2, 1/4 or 1/8 scale instead of in full.
+            return resize_rgb(load_rgb(bytes(item) if isinstance(item, bytearray) else item, target_size=size),
+                              size)
+        raise InputError(f"cannot use a {type(item).__name__} as an image; give a path, bytes, "
+                         "a PIL image or a uint8 HxWx3 array.")
+
+    def _to_model_dtype(self, x: np.ndarray) -> np.ndarray:
+        info = self._engine.input
+        if info.dtype.kind == "f":
+            return np.ascontiguousarray(x, dtype=info.dtype)
+        # Integer input: quantize as TFLite does, q = round(x / scale) + zero_point, saturated.
+        # An integer input without parameters (raw-pixel ONNX models) is taken as scale 1.
+        scale, zero_point = (info.scale, info.zero_point) if info.quantized else (1.0, 0)
+        limits = np.iinfo(info.dtype)
+        tmp = self._buffer("quant", x.shape, np.float32)
+        np.divide(x, np.float32(scale), out=tmp, casting="unsafe")
+        np.rint(tmp, out=tmp)
+        tmp += zero_point
+        np.clip(tmp, limits.min, limits.max, out=tmp)
+        q = self._buffer("q", x.shape, info.dtype)
+        np.copyto(q, tmp, casting="unsafe")
+        return q
+
+    def _to_probabilities(self, y: np.ndarray) -> np.ndarray:
+        info = self._engine.output
+        y = y.reshape(len(y), -1)
+        if info.quantized:
+            return (y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
+        return y.astype(np.float32, copy=True)
+
+
+def top_indices(row: np.ndarray, k: int) -> List[int]:
+    """Indices of the k largest values, largest first; ties keep the lower index first."""
+    if k < 1:
+        raise InputError(f"k must be at least 1, got {k}.")
+    return [int(j) for j in np.argsort(-row, kind="stable")[:k]]
+
+
+def _as_items(images: Images) -> list:
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return list(images)
+        if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
+            return [images]
+        raise InputError(f"cannot read an array of shape {images.shape} as images; "
+                         "expected HxWx3 or NxHxWx3 uint8 pixels.")
+    try:
+        return list(images)
+    except TypeError:
+        raise InputError(f"cannot use a {type(images).__name__} as images; give paths, PIL images "
+                         "or uint8 arrays (one or a list).") from None
+
+
+def _as_spec(spec) -> PreprocessSpec:
+    if isinstance(spec, PreprocessSpec):
+        return spec
+    if isinstance(spec, dict):
+        return PreprocessSpec.from_dict(spec)
+    return PreprocessSpec.load(spec)
+
+
+def _check_input(engine: Engine, model: Path) -> None:
+    info = engine.input
+    if len(info.shape) != 4 or info.shape[3] not in (1, 3):
+        nchw = len(info.shape) == 4 and info.shape[1] in (1, 3)
+        raise ModelError(f"{model.name}: model input has shape {_fmt_shape(info.shape)}, not an image batch "
+                         "(batch, height, width, 1 or 3 channels)"
+                         + ("; it looks channels-first (NCHW): export it channels-last (NHWC)" if nchw else "")
+                         + ".")
+    if info.dtype not in [np.dtype(t) for t in _INPUT_DTYPES]:
+        raise ModelError(f"{model.name}: model input is {info.dtype}; the runtime feeds float32, float16, "
+                         "uint8, int8 or int16.")
+    out = engine.output
+    if out.dtype.kind not in "f" and not out.quantized:
+        raise ModelError(f"{model.name}: model output is {out.dtype} without quantization parameters, "
+                         "not class probabilities.")
+
+
+def _num_classes(engine: Engine, model: Path, info: ModelInfo) -> int:
+    tail = engine.output.shape[1:]
+    if all(d is not None for d in tail):
+        return int(np.prod(tail, dtype=np.int64))
+    if info.labels is not None:
+        return len(info.labels)
+    # The exporter left the class dimension symbolic and there are no labels: ask the model.
+    _, h, w, c = engine.input.shape
+    probe = np.zeros((1, h or info.spec.height, w or info.spec.width, c), engine.input.dtype)
+    return int(np.prod(engine.run(probe).shape[1:], dtype=np.int64))

@@ -1,0 +1,175 @@
+"""`edge-run`: classify images on the device. argparse, not typer, so the device needs nothing extra.
+
+Bad input ends with one line on stderr and exit code 2; an unexpected failure with one line and
+exit code 1 (EDGE_DEBUG=1 shows its traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from typing import List, Optional
+
+from . import __version__
+from .errors import RuntimeErrorBase
+
+PROG = "edge-run"
+EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run an edgekit image classifier (.tflite or .onnx) "
+                                     "on images, without TensorFlow.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL", help="a .tflite or .onnx file, or an export directory "
+                       "(model files + labels.txt + preprocess.json)")
+        p.add_argument("--engine", choices=["litert", "tflite", "onnx"],
+                       help="inference engine (default: the first installed that runs the file)")
+        p.add_argument("--format", metavar="NAME", help="which model of an export directory holding several "
+                       "(a manifest name, file name, or suffix such as int8)")
+        p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all available)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    predict = sub.add_parser("predict", help="classify images", description="Print the most probable classes "
+                             "of each image.")
+    model_options(predict)
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, BMP, WebP, TIFF, ...)")
+    predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes shown per image "
+                         "(default: 3)")
+    predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                         help="images decoded and run together (default: 32)")
+
+    info = sub.add_parser("info", help="describe a model", description="Show the engine, input, labels and "
+                          "preprocessing a model would be run with.")
+    model_options(info)
+    return parser
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hide the engines' C++ chatter ("INFO: Created TensorFlow Lite XNNPACK delegate") on stderr.
+
+    Whatever else the native code wrote is passed on after a success; after a failure our one-line
+    message says it all. EDGE_DEBUG=1 leaves stderr alone.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None or os.environ.get("EDGE_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    ok = False
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            if ok:
+                tmp.seek(0)
+                for line in tmp.read().decode("utf-8", "replace").splitlines():
+                    if line.strip() and not line.startswith("INFO: "):
+                        print(line, file=sys.stderr)
+
+
+def _load(args):
+    from .classifier import Classifier
+    return Classifier.load(args.model, threads=args.threads, engine=args.engine, format=args.format)
+
+
+def cmd_predict(args) -> int:
+    from .classifier import top_indices
+    with _quiet_native_stderr():
+        clf = _load(args)
+        probs = clf.predict(args.images, batch_size=args.batch_size)
+    labels = clf.labels
+    results = []
+    for image, row in zip(args.images, probs):
+        top = [{"label": labels[j], "index": j, "probability": float(row[j])} for j in top_indices(row, args.top_k)]
+        results.append({"image": image, "top_k": top})
+    if args.json:
+        print(json.dumps({"model": str(clf.path), "engine": clf.engine_name, "predictions": results}, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r["top_k"]))
+    return 0
+
+
+def cmd_info(args) -> int:
+    with _quiet_native_stderr():
+        clf = _load(args)
+    eng, info = clf.engine, clf.info
+    details = {
+        "model": str(clf.path), "engine": clf.engine_name, "threads": eng.threads,
+        "input": {"shape": list(eng.input.shape), "dtype": str(eng.input.dtype), "scale": eng.input.scale,
+                  "zero_point": eng.input.zero_point, "dynamic_batch": eng.dynamic_batch},
+        "output": {"shape": list(eng.output.shape), "dtype": str(eng.output.dtype), "scale": eng.output.scale,
+                   "zero_point": eng.output.zero_point},
+        "labels": clf.labels, "labels_from": info.labels_source,
+        "preprocess": clf.spec.to_dict(), "preprocess_from": info.spec_source,
+    }
+    if args.json:
+        print(json.dumps(details, indent=2))
+        return 0
+    q = lambda t: f" (scale {t['scale']:.6g}, zero point {t['zero_point']})" if t["scale"] else ""
+    shape = lambda s: "(" + ", ".join("?" if d is None else str(d) for d in s) + ")"
+    spec = clf.spec
+    print(f"model       {details['model']}\nengine      {clf.engine_name}, {eng.threads} thread(s)")
+    print(f"input       {shape(eng.input.shape)} {eng.input.dtype}{q(details['input'])}")
+    print(f"output      {shape(eng.output.shape)} {eng.output.dtype}{q(details['output'])}")
+    print(f"labels      {len(clf.labels)}: {', '.join(clf.labels[:10])}{' ...' if len(clf.labels) > 10 else ''}"
+          f"  [{info.labels_source}]")
+    nums = lambda vs: "[" + ", ".join(f"{v:.6g}" for v in vs) + "]"
+    print(f"preprocess  {spec.height}x{spec.width} {spec.channel_order}, scale {nums(spec.scale)}, "
+          f"offset {nums(spec.offset)}  [{info.spec_source}]")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"predict": cmd_predict, "info": cmd_info}[args.command](args)
+    except RuntimeErrorBase as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `edge-run predict ... | head`: the reader left; nothing more to say.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
+    except Exception as exc:  # anything else is a bug: still one line, unless debugging
+        if os.environ.get("EDGE_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (EDGE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

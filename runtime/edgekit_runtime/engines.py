@@ -1,0 +1,275 @@
+"""One small interface over the inference engines a device may have: LiteRT, tflite_runtime, ONNX Runtime.
+
+Each engine is imported only when a model is loaded with it, so `import edgekit_runtime` costs
+nothing on a board that has just one of them. An engine takes the model's own input dtype
+(quantization is the Classifier's job) and hands back a fresh array it will not touch again.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+import numpy as np
+
+from .errors import EngineUnavailable, InputError, ModelError
+
+Shape = Tuple[Optional[int], ...]  # None marks a dimension the model leaves open
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: Shape
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and self.dtype.kind in "iu"
+
+
+def default_threads() -> int:
+    """CPUs this process may use (respects taskset/cgroups affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def install_hint(extra: str) -> str:
+    return f"pip install 'edgekit-runtime[{extra}]'"
+
+
+class Engine:
+    """Base class: a loaded model with one input and one output tensor."""
+
+    name = ""          # what --engine / engine= calls it
+    module = ""        # the import that must succeed
+    extra = ""         # the edgekit-runtime extra that installs it
+    suffixes: Tuple[str, ...] = ()
+
+    input: TensorInfo
+    output: TensorInfo
+    path: Path
+    threads: int
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            importlib.import_module(cls.module)
+            return True
+        except Exception:  # a broken install (ABI, numpy mismatch) counts as not installed
+            return False
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike", threads: Optional[int] = None) -> "Engine":
+        try:
+            lib = importlib.import_module(cls.module)
+        except Exception as exc:
+            raise EngineUnavailable(f"engine {cls.name!r} is not usable here ({type(exc).__name__}: {exc}); "
+                                    f"install it with: {install_hint(cls.extra)}") from None
+        if threads is not None and int(threads) < 1:
+            raise InputError(f"threads must be at least 1, got {threads}.")
+        engine = cls.__new__(cls)
+        engine.path = Path(path)
+        engine.threads = int(threads) if threads is not None else default_threads()
+        engine._open(lib)
+        return engine
+
+    def _open(self, lib) -> None:
+        raise NotImplementedError
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.input.shape[0] is None
+
+    def metadata(self) -> Dict[str, bytes]:
+        """Key → value pairs the exporter embedded in the model file (may be empty)."""
+        return {}
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Model input of shape (N, *input.shape[1:]) in input.dtype → output of shape (N, ...)."""
+        x = np.ascontiguousarray(x, dtype=self.input.dtype)
+        self._check_shape(x.shape)
+        n = x.shape[0]
+        if n == 0:
+            return np.empty((0,) + self._output_tail(), self.output.dtype)
+        if self.dynamic_batch:
+            return self._invoke(x)
+        batch = self.input.shape[0]
+        out = None
+        # A fixed-batch model sees the images in slices of its own batch; the last one is zero-padded.
+        for start in range(0, n, batch):
+            chunk = x[start:start + batch]
+            if len(chunk) < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + x.shape[1:], x.dtype)])
+            y = self._invoke(chunk)
+            if out is None:
+                out = np.empty((n,) + y.shape[1:], y.dtype)
+            out[start:start + batch] = y[:min(batch, n - start)]
+        return out
+
+    def _output_tail(self) -> Tuple[int, ...]:
+        return tuple(d if d is not None else 0 for d in self.output.shape[1:])
+
+    def _check_shape(self, shape: Tuple[int, ...]) -> None:
+        want = self.input.shape
+        if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want[1:], shape[1:])):
+            pretty = ", ".join("?" if d is None else str(d) for d in want[1:])
+            raise InputError(f"model input must be (batch, {pretty}), got {tuple(shape)}.")
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name} threads={self.threads}>"
+
+
+class LiteRTEngine(Engine):
+    name, module, extra, suffixes = "litert", "ai_edge_litert.interpreter", "litert", (".tflite",)
+
+    def _open(self, lib) -> None:
+        try:
+            self._interp = lib.Interpreter(model_path=str(self.path), num_threads=self.threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)}).") from None
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{self.path}: the model has {len(ins)} inputs and {len(outs)} outputs; "
+                             "an image classifier has one of each.")
+        self._in, self._out = ins[0], outs[0]
+        self.input, self.output = _tflite_info(self._in), _tflite_info(self._out)
+        self._current = tuple(int(d) for d in self._in["shape"])
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        # Tensors stay allocated between calls; they are re-planned only when the batch size changes.
+        if x.shape != self._current:
+            try:
+                self._interp.resize_tensor_input(self._in["index"], list(x.shape), strict=True)
+                self._interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise InputError(f"{self.path.name}: cannot run on input shape {x.shape} "
+                                 f"({_first_line(exc)}).") from None
+            self._current = x.shape
+        self._interp.set_tensor(self._in["index"], x)
+        try:
+            self._interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path.name}: inference failed ({_first_line(exc)}).") from None
+        return self._interp.get_tensor(self._out["index"])  # a copy: the arena is reused next call
+
+    def metadata(self) -> Dict[str, bytes]:
+        from .tflite_meta import read_metadata
+        return read_metadata(self.path)
+
+
+class TFLiteRuntimeEngine(LiteRTEngine):
+    """tflite_runtime, for boards whose Python or numpy (<2) LiteRT wheels do not cover; same API."""
+
+    name, module, extra, suffixes = "tflite", "tflite_runtime.interpreter", "tflite", (".tflite",)
+
+
+class OnnxEngine(Engine):
+    name, module, extra, suffixes = "onnx", "onnxruntime", "onnx", (".onnx",)
+
+    def _open(self, ort) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # warnings about unused initializers are noise on a device
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)}).") from None
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{self.path}: the model has {len(ins)} inputs and {len(outs)} outputs; "
+                             "an image classifier has one of each.")
+        self.input, self.output = _onnx_info(ins[0], self.path), _onnx_info(outs[0], self.path)
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._session.run([self.output.name], {self.input.name: x})[0]
+        except Exception as exc:
+            raise ModelError(f"{self.path.name}: inference failed ({_first_line(exc)}).") from None
+
+    def metadata(self) -> Dict[str, bytes]:
+        props = self._session.get_modelmeta().custom_metadata_map
+        return {k: v.encode("utf-8") for k, v in props.items()}
+
+
+ENGINES: Dict[str, Type[Engine]] = {e.name: e for e in (LiteRTEngine, TFLiteRuntimeEngine, OnnxEngine)}
+
+
+def engines_for(suffix: str) -> List[Type[Engine]]:
+    """Engines able to run files with this suffix, in order of preference."""
+    return [e for e in ENGINES.values() if suffix.lower() in e.suffixes]
+
+
+def pick_engine(path: "str | os.PathLike", engine: Optional[str] = None) -> Type[Engine]:
+    """The engine class for a model file: the one asked for, else the first installed that fits."""
+    suffix = Path(path).suffix.lower()
+    candidates = engines_for(suffix)
+    if not candidates:
+        raise ModelError(f"{path}: not a model file the runtime knows (.tflite or .onnx).")
+    if engine is not None:
+        if engine not in ENGINES:
+            raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+        cls = ENGINES[engine]
+        if cls not in candidates:
+            raise EngineUnavailable(f"engine {engine!r} cannot run {suffix} files; use "
+                                    f"{' or '.join(c.name for c in candidates)}.")
+        if not cls.available():
+            raise EngineUnavailable(f"engine {engine!r} is not installed: {install_hint(cls.extra)}")
+        return cls
+    for cls in candidates:
+        if cls.available():
+            return cls
+    hints = " or ".join(install_hint(c.extra) for c in candidates)
+    older = " (tflite-runtime: older boards, numpy<2)" if suffix == ".tflite" else ""
+    raise EngineUnavailable(f"no engine for {suffix} models is installed: {hints}{older}.")
+
+
+def load_engine(path: "str | os.PathLike", threads: Optional[int] = None, engine: Optional[str] = None) -> Engine:
+    """Load a .tflite/.onnx file with the requested or best available engine."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file.")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file.")
+    cls = pick_engine(path, engine)
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the model file is empty.")
+    return cls.load(path, threads)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _tflite_info(d: dict) -> TensorInfo:
+    signature = d.get("shape_signature")
+    dims = signature if signature is not None and len(signature) else d["shape"]
+    scale, zero_point = d.get("quantization", (0.0, 0))
+    return TensorInfo(name=d["name"], shape=tuple(None if int(v) < 0 else int(v) for v in dims),
+                      dtype=np.dtype(d["dtype"]), scale=float(scale), zero_point=int(zero_point))
+
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int16)": np.int16,
+               "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+
+
+def _onnx_info(node, path: Path) -> TensorInfo:
+    if node.type not in _ONNX_TYPES:
+        raise ModelError(f"{path}: tensor {node.name!r} has type {node.type}, which the runtime does not handle.")
+    # Symbolic ('batch', 'unk__12'), None or negative dimensions are all "any size".
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (node.shape or []))
+    return TensorInfo(name=node.name, shape=shape, dtype=np.dtype(_ONNX_TYPES[node.type]))
