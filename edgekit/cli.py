@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
+from typer.core import TyperCommand
 
 from edgekit.errors import EdgeError
 from edgekit.progress import console
@@ -79,6 +80,86 @@ def evaluate(
     except EdgeError as exc:
         _fail(exc)
     console.print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
+
+
+class _PerChannelNumbers(TyperCommand):
+    """Lets --scale / --offset take one or three numbers, as written in the README: --scale 0.0171 0.0175 0.0174.
+
+    Click options have a fixed number of values, so the numbers after those options are joined with
+    commas before parsing (the option also accepts 'S,S,S' or being repeated).
+    """
+
+    joined = ("--scale", "--offset")
+
+    def parse_args(self, ctx, args):
+        out, i = [], 0
+        while i < len(args):
+            if args[i] in self.joined:
+                values = []
+                while i + 1 + len(values) < len(args) and len(values) < 3 and _is_number(args[i + 1 + len(values)]):
+                    values.append(args[i + 1 + len(values)])
+                if values:
+                    out.append(f"{args[i]}={','.join(values)}")
+                    i += 1 + len(values)
+                    continue
+            out.append(args[i])
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+@app.command(cls=_PerChannelNumbers)
+def convert(
+    source: Path = typer.Argument(..., help="A run directory written by `edge train`, or a .keras/.h5 file or SavedModel "
+                                            "directory of another model (then also --labels, --scale, --offset, --data)."),
+    formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
+                                          "(see the formats table in the README). Default: every format but tflite-qat."),
+    calib_samples: int = typer.Option(500, help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
+    val_samples: int = typer.Option(1000, help="Held-out images (test split, then val) each artifact is validated on."),
+    io: str = typer.Option("uint8", help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
+    opset: int = typer.Option(17, help="ONNX opset of the onnx-* formats."),
+    data: Optional[str] = typer.Option(None, help="Images for calibration and validation (same forms as `edge train --data`). "
+                                                  "Default: the run's own data; required for other models."),
+    out: Optional[Path] = typer.Option(None, help="Output directory. Default: RUN_DIR/export, or <model>-export beside the model."),
+    input_size: Optional[Tuple[int, int]] = typer.Option(None, "--input-size", metavar="H W", show_default=False,
+                                                         help="Other models: input height and width (if the model leaves them open)."),
+    scale: List[str] = typer.Option([], "--scale", metavar="S [S S]", help="Other models: model_input = pixel_0_to_255 * scale + offset; "
+                                    "one value for all channels, or three (R G B)."),
+    offset: List[str] = typer.Option([], "--offset", metavar="O [O O]", help="Other models: the offset of that formula, one value or three."),
+    labels: Optional[Path] = typer.Option(None, help="Other models: labels file, one class name per line in output order."),
+    channel_order: str = typer.Option("RGB", help="Other models: RGB, or BGR for caffe-style models."),
+    qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training on the training split (tflite-qat)."),
+    select_tf_ops: bool = typer.Option(False, "--select-tf-ops", help="Let TFLite use TensorFlow kernels (SELECT_TF_OPS) "
+                                       "for ops it has no builtin for; the device then needs the Flex delegate."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
+):
+    """Export TFLite and ONNX artifacts and validate each against the Keras model (writes RUN_DIR/export/).
+
+    Exit code: 0 when every artifact exported and validated (✅); 3 when any is outside tolerance (❎) or failed to export (❌); 2 for bad input, with nothing written."""
+    try:
+        from edgekit.convert import manifest
+        from edgekit.convert.run import ConvertConfig, convert as run_convert, parse_numbers
+        cfg = ConvertConfig(source, formats=formats, calib_samples=calib_samples, val_samples=val_samples, io=io,
+                            opset=opset, data=data, out=out, input_size=input_size,
+                            scale=parse_numbers(scale, "--scale"), offset=parse_numbers(offset, "--offset"),
+                            labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
+                            select_tf_ops=select_tf_ops, seed=seed)
+        report = run_convert(cfg)
+    except EdgeError as exc:
+        _fail(exc)
+    console.print(manifest.table(report.entries, title=f"{report.out_dir}"))
+    passed = sum(e["status"] == manifest.PASSED for e in report.entries)
+    colour = "green" if report.all_passed else "red"
+    console.print(f"[bold {colour}]{passed}/{len(report.entries)} validated[/] · manifest: {report.out_dir / 'manifest.json'}",
+                  highlight=False, soft_wrap=True)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

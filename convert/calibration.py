@@ -1,0 +1,129 @@
+"""Calibration and validation images, preprocessed exactly as in training.
+
+Calibration: a seeded sample of the *training* split, balanced across classes, so that every class
+shapes the activation ranges the quantizer picks. Validation: held-out images the model never fitted
+(the run's test split, topped up from its val split), so that parity and accuracy figures mean
+something. Both go through edgekit.train.pipeline.to_model_input, the function training used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from edgekit.errors import EdgeError
+from edgekit.train.data import Dataset, load_dataset
+from edgekit.train.pipeline import to_model_input
+from edgekit_runtime import PreprocessSpec
+
+
+@dataclass
+class Images:
+    """uint8 RGB images (N, H, W, 3) with their labels (indices into the model's labels)."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    spec: PreprocessSpec
+    split: str = ""
+    seed: int = 0
+    per_class: Dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
+        """Float32 model input, batch by batch (a 1,000-image 224 px set would be 600 MB at once)."""
+        for start in range(0, len(self.x), batch_size):
+            yield model_input(self.x[start:start + batch_size], self.spec)
+
+    def representative(self) -> Iterator[List[np.ndarray]]:
+        """One image at a time, as the TFLite converter's representative_dataset expects."""
+        for batch in self.batches(32):
+            for i in range(len(batch)):
+                yield [batch[i:i + 1]]
+
+    def describe(self) -> dict:
+        return {"images": len(self), "split": self.split, "seed": self.seed, "per_class": self.per_class}
+
+
+def model_input(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    return to_model_input(tf.convert_to_tensor(pixels), spec).numpy()
+
+
+def check_images(x: np.ndarray, spec: PreprocessSpec, what: str) -> None:
+    """Images must be a non-empty uint8 (N, H, W, 3) batch; the size may differ (to_model_input resizes)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[-1] != 3:
+        shape = getattr(x, "shape", type(x).__name__)
+        raise EdgeError(f"{what} images have shape {shape}; expected uint8 RGB images (N, H, W, 3) "
+                        f"for a {spec.height}x{spec.width}x3 model.")
+    if x.dtype != np.uint8:
+        raise EdgeError(f"{what} images are {x.dtype}; expected uint8 pixels 0..255 (preprocessing is applied here).")
+    if len(x) == 0:
+        raise EdgeError(f"no {what} images: the data set's split is empty.")
+
+
+def load_images(source, data: Optional[str] = None) -> Dataset:
+    """The data set the source points at, with labels renumbered into the model's output order."""
+    data = data or source.data
+    if not data:
+        raise EdgeError(f"{source.path.name}: calibration and validation need images: pass --data PATH "
+                        "(a folder or .tar.gz with train/<class>/ and optionally test/<class>/, or cifar10).")
+    try:
+        dataset = load_dataset(data, source.spec.size, **source.data_options)
+    except EdgeError as exc:
+        raise EdgeError(f"calibration data: {exc} Pass --data PATH to use other images.") from None
+    missing = sorted(set(dataset.class_names) - set(source.labels))
+    if missing:
+        raise EdgeError(f"calibration data {data} has classes the model does not know: {', '.join(missing[:5])}"
+                        f"{' …' if len(missing) > 5 else ''}; its class folders must match the labels.")
+    remap = np.array([source.labels.index(c) for c in dataset.class_names], np.int32)
+    for split in (dataset.train, dataset.val, dataset.test):
+        split.y = remap[split.y] if len(split.y) else split.y
+    return dataset
+
+
+def balanced_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to n indices, equal per class where possible (round-robin over seeded per-class shuffles)."""
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    picked: List[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(p) for p in pools):
+        picked.extend(int(p[depth]) for p in pools if depth < len(p))
+        depth += 1
+    return np.array(picked[:n], np.int64)
+
+
+def _counts(y: np.ndarray, labels: Sequence[str]) -> Dict[str, int]:
+    return {labels[c]: int((y == c).sum()) for c in np.unique(y)}
+
+
+def calibration_images(x: np.ndarray, y: np.ndarray, n: int, seed: int, spec: PreprocessSpec,
+                       labels: Sequence[str]) -> Images:
+    """A seeded, class-balanced sample of n training images."""
+    if n < 1:
+        raise EdgeError(f"--calib-samples must be at least 1, got {n}.")
+    check_images(x, spec, "calibration")
+    idx = balanced_indices(y, n, seed)
+    return Images(x[idx], y[idx], spec, "train", seed, _counts(y[idx], labels))
+
+
+def validation_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec, labels: Sequence[str]) -> Images:
+    """n held-out images: the test split first (what metrics.json reports on), then the val split."""
+    if n < 1:
+        raise EdgeError(f"--val-samples must be at least 1, got {n}.")
+    parts = [(name, s) for name, s in (("test", dataset.test), ("val", dataset.val)) if len(s.y)]
+    if not parts:
+        raise EdgeError("no held-out images to validate on: the data set has neither a test nor a val split.")
+    name, first = parts[0]
+    if len(first.y) >= n or len(parts) == 1:
+        x, y = first.x, first.y
+    else:
+        name = "test+val"
+        x = np.concatenate([s.x for _, s in parts]) if len({s.x.shape[1:] for _, s in parts}) == 1 else first.x
+        y = np.concatenate([s.y for _, s in parts]) if len(x) != len(first.x) else first.y
+    check_images(x, spec, "validation")
+    idx = np.sort(balanced_indices(y, n, seed + 1))
+    return Images(x[idx], y[idx], spec, name, seed + 1, _counts(y[idx], labels))

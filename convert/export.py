@@ -1,0 +1,161 @@
+"""Export: one artifact per format, each in isolation so that one failure never stops the others.
+
+`export_format` returns an `Exported` record whether or not the converter succeeded; a failure
+carries one line saying why (❌). Validation is a separate step (validate.py) on the files written.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from edgekit.errors import EdgeError
+from edgekit.convert.formats import Format
+from edgekit_runtime import PreprocessSpec
+
+if TYPE_CHECKING:  # calibration imports TensorFlow; keep this module light for the CLI's early checks
+    from edgekit.convert.calibration import Images
+
+
+class ExportError(EdgeError):
+    """A format could not be produced; the message is the one-line reason shown with ❌."""
+
+
+@dataclass
+class ExportContext:
+    """Everything an exporter may need; the expensive parts are built on first use and shared."""
+
+    model: Any                                  # tf_keras.Model, float image in, probabilities out
+    labels: List[str]
+    spec: PreprocessSpec
+    calibration: Optional["Images"] = None
+    training_images: Optional[Callable[[], "Images"]] = None  # the whole training split, for QAT
+    seed: int = 42
+    batch_size: int = 32
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    select_tf_ops: bool = False
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> Dict[str, Any]:
+        """What goes inside every artifact, so a lone model file still knows its labels and preprocessing."""
+        return {"labels": list(self.labels), "preprocess": self.spec.to_dict()}
+
+    def require_calibration(self, fmt: Format) -> "Images":
+        if self.calibration is None or len(self.calibration) == 0:
+            raise ExportError(f"{fmt.name} needs calibration images and none were given.")
+        return self.calibration
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+
+@dataclass
+class Exported:
+    fmt: Format
+    path: Optional[Path]            # None when the export failed
+    seconds: float
+    error: Optional[str] = None     # one line, when the export failed
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.path is not None
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.lstrip().startswith("loc(")]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[List[str]]:
+    """Send what C++ converters print straight to fd 2 into a buffer (kept for error messages).
+
+    The TFLite and ONNX quantizers log calibration chatter below Python's reach; the user should see
+    our one-line status instead. EDGE_DEBUG=1 leaves stderr alone.
+    """
+    captured: List[str] = []
+    if os.environ.get("EDGE_DEBUG"):
+        yield captured
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield captured
+            return
+        with tempfile.TemporaryFile(mode="w+b") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def export_format(fmt: Format, ctx: ExportContext, out_dir: Path) -> Exported:
+    """Write `out_dir/<fmt.file_name>`; never raises for a format-specific failure."""
+    from edgekit.convert import export_onnx, export_tflite
+    exporters = {".tflite": export_tflite.export, ".onnx": export_onnx.export}
+    path = Path(out_dir) / fmt.file_name
+    t0 = time.perf_counter()
+    try:
+        notes = exporters[fmt.suffix](fmt, ctx, path) or []
+        return Exported(fmt, path, time.perf_counter() - t0, notes=list(notes))
+    except KeyboardInterrupt:
+        raise
+    except ExportError as exc:
+        error = str(exc)
+    except Exception as exc:  # a converter bug or an unforeseen model: reported per format, not fatal
+        if os.environ.get("EDGE_DEBUG"):
+            raise
+        error = f"{type(exc).__name__}: {first_line(exc)}"
+    path.unlink(missing_ok=True)
+    return Exported(fmt, None, time.perf_counter() - t0, error=error)
+
+
+def export_all(formats: Sequence[Format], ctx: ExportContext, out_dir: Path,
+               on_start: Optional[Callable[[Format], None]] = None,
+               on_done: Optional[Callable[[Exported], None]] = None) -> List[Exported]:
+    results = []
+    for fmt in formats:
+        if on_start:
+            on_start(fmt)
+        result = export_format(fmt, ctx, out_dir)
+        if on_done:
+            on_done(result)
+        results.append(result)
+    return results
+
+
+def explain_unsupported(text: str, fmt: Format, select_tf_ops: bool) -> Optional[str]:
+    """Turn a TFLite converter log into 'op X …, flag Y would allow it', or None if it is about something else."""
+    flex = re.search(r"TF Select ops: ([^\n]+)", text)
+    custom = re.search(r"Custom ops: ([^\n]+)", text)
+    if flex:
+        ops = flex.group(1).strip().rstrip(",")
+        if select_tf_ops:
+            return f"op(s) {ops} need TF Select, which {fmt.name} cannot combine with its kernels."
+        return (f"op(s) {ops} are not TFLite builtins; converter flag SELECT_TF_OPS (edge convert --select-tf-ops) "
+                "would allow them, and the device then needs the TF Select (Flex) delegate.")
+    if custom:
+        ops = custom.group(1).strip().rstrip(",")
+        return (f"op(s) {ops} are neither TFLite builtins nor TF Select ops; only allow_custom_ops with a custom "
+                "kernel on the device would run them: replace them in the model.")
+    neither = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    if neither:
+        return (f"op(s) {', '.join(neither)} are not TFLite builtins; converter flag SELECT_TF_OPS "
+                "(edge convert --select-tf-ops) may allow them.")
+    return None

@@ -1,0 +1,134 @@
+"""TFLite artifacts: fp32, fp16, dynamic range, full int8, 16x8 and QAT, driven by the formats table options.
+
+After conversion the labels and preprocessing are embedded as a Model.metadata entry named
+"edgekit" (JSON), written with TensorFlow's own generated flatbuffer schema: tflite-support, the
+usual metadata writer, is not installable with TF 2.21.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from edgekit.convert.export import ExportContext, ExportError, explain_unsupported, first_line, quiet_native_stderr
+from edgekit.convert.formats import Format
+
+METADATA_NAME = "edgekit"
+IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
+
+
+def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
+    opts = fmt.options
+    notes: List[str] = []
+    model = qat_model(fmt, ctx) if opts.get("qat") else ctx.model
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if opts.get("optimize"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if opts.get("float16"):
+        conv.target_spec.supported_types = [tf.float16]
+    if opts.get("calibrate"):
+        conv.representative_dataset = ctx.require_calibration(fmt).representative
+    ops = [getattr(tf.lite.OpsSet, opts["supported_ops"])] if opts.get("supported_ops") else [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if ctx.select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    conv.target_spec.supported_ops = ops
+    if opts.get("io"):
+        conv.inference_input_type = conv.inference_output_type = IO_DTYPES[opts["io"]]
+    try:
+        with quiet_native_stderr() as log:
+            blob = conv.convert()
+    except Exception as exc:  # ConverterError, or ValueError for impossible option combinations
+        text = str(exc) + "".join(log)
+        if ctx.select_tf_ops and opts.get("calibrate") and "Flex delegate" in text:
+            raise ExportError(f"{fmt.name} calibrates by running the model in TFLite, which cannot run its TF Select "
+                              "ops; only the float formats (tflite-fp32, tflite-fp16, tflite-dynamic) can use them.") from None
+        reason = explain_unsupported(text, fmt, ctx.select_tf_ops)
+        raise ExportError(reason or f"TFLite converter: {first_line(exc)}") from None
+    try:
+        blob = embed_metadata(blob, ctx.metadata())
+    except Exception as exc:  # the artifact is still good without its metadata; say so in the manifest
+        notes.append(f"metadata not embedded ({type(exc).__name__}: {first_line(exc, 100)})")
+    path.write_bytes(blob)
+    return notes
+
+
+def qat_model(fmt: Format, ctx: ExportContext) -> keras.Model:
+    """Quantization-aware fine-tuning with tensorflow_model_optimization (tf_keras only)."""
+    import tensorflow_model_optimization as tfmot
+    from edgekit.train.pipeline import make_dataset
+    if ctx.training_images is None:
+        raise ExportError(f"{fmt.name} trains on the training split and no training images were given.")
+    wrapped = [layer.name for layer in ctx.model.layers if type(layer).__name__ == "KerasLayer"]
+    if wrapped:
+        raise ExportError(f"QAT needs the model's own tf_keras layers; layer {wrapped[0]!r} is a TF Hub/SavedModel "
+                          "wrapper, which tensorflow_model_optimization cannot quantize.")
+    try:
+        with quiet_native_stderr():
+            q = tfmot.quantization.keras.quantize_model(ctx.model)
+    except Exception as exc:  # tfmot raises ValueError/RuntimeError for layers it cannot wrap
+        raise ExportError(f"QAT: tensorflow_model_optimization cannot quantize this model ({first_line(exc, 140)}); "
+                          "QAT needs a flat tf_keras functional/sequential model of supported layers.") from None
+    train = ctx.training_images()
+    keras.utils.set_random_seed(ctx.seed)
+    ds = make_dataset(train.x, train.y, train.spec, ctx.batch_size, num_classes=len(ctx.labels), shuffle=True,
+                      seed=ctx.seed)
+    # A small learning rate: QAT should adapt the trained weights to quantization noise, not retrain them.
+    q.compile(optimizer=keras.optimizers.Adam(ctx.qat_lr), loss=keras.losses.CategoricalCrossentropy(),
+              metrics=["accuracy"])
+    q.fit(ds, epochs=ctx.qat_epochs, verbose=0)
+    return q
+
+
+def _aligned_buffer_class():
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    class AlignedBufferT(schema.BufferT):
+        """BufferT that honours schema.fbs' `data:[ubyte] (force_align: 16)`, which the Python object API ignores."""
+
+        def Pack(self, builder):  # noqa: N802 (flatbuffers naming)
+            data = None
+            if self.data is not None:
+                raw = np.asarray(self.data, np.uint8).tobytes()
+                builder.StartVector(1, len(raw), 16)
+                builder.head -= len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)  # EndVector(n) is deprecated in flatbuffers 2+
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def embed_metadata(blob: bytes, payload: Dict[str, Any], name: str = METADATA_NAME) -> bytes:
+    """The same model with Model.metadata[name] = JSON payload (replacing an earlier entry of that name)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(blob))
+    aligned = _aligned_buffer_class()
+    for buf in model.buffers:
+        buf.__class__ = aligned
+    model.metadata = [m for m in (model.metadata or []) if _name(m) != name]
+    entry = aligned()
+    entry.data = np.frombuffer(json.dumps(payload, separators=(",", ":")).encode("utf-8"), np.uint8)
+    model.buffers.append(entry)
+    meta = schema.MetadataT()
+    meta.name, meta.buffer = name, len(model.buffers) - 1
+    model.metadata.append(meta)
+    builder = flatbuffers.Builder(len(blob) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _name(meta) -> str:
+    n = meta.name
+    return n.decode("utf-8", "replace") if isinstance(n, (bytes, bytearray)) else str(n)

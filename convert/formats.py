@@ -1,0 +1,131 @@
+"""The one table of export formats. Export, validation, the manifest and the benchmarks all read it.
+
+A format is a name, the artifact's file suffix, the runtime engine family that runs it, the converter
+options the exporter applies, and the tolerance validation holds the artifact to. Float formats are
+judged by how far their probabilities move from the Keras model's (max / mean absolute difference);
+quantized formats by how often their top-1 class agrees with Keras and how much accuracy they lose,
+since their probabilities are coarse by design.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+from edgekit.errors import EdgeError
+
+INT8_OPS = "TFLITE_BUILTINS_INT8"
+INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
+IO_TYPES = ("uint8", "int8")
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: Optional[float] = None            # float formats: largest |p_artifact - p_keras| over all images/classes
+    mean_abs: Optional[float] = None           # float formats: mean |p_artifact - p_keras|
+    min_agreement: Optional[float] = None      # quantized: share of images whose top-1 class matches Keras
+    max_accuracy_drop: Optional[float] = None  # quantized: top-1 accuracy lost against Keras (0.01 = 1 point)
+
+    def to_dict(self) -> Dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str                 # ".tflite" | ".onnx"
+    engine: str                 # runtime engine family: "litert" (LiteRT / tflite_runtime) | "onnx" (ONNX Runtime)
+    options: Mapping[str, Any]  # what the exporter does; also recorded in the manifest
+    tolerance: Tolerance
+    default: bool = True        # part of the default set
+    summary: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.tolerance.min_agreement is not None
+
+    @property
+    def calibrated(self) -> bool:
+        """Needs representative images (full-integer and static quantization)."""
+        return bool(self.options.get("calibrate"))
+
+    @property
+    def file_name(self) -> str:
+        return f"model_{self.name}{self.suffix}"
+
+    def with_options(self, **overrides: Any) -> "Format":
+        """A copy with run-time choices (--io, --opset) applied to the options this format has."""
+        opts = dict(self.options)
+        opts.update({k: v for k, v in overrides.items() if k in opts and v is not None})
+        return dataclasses.replace(self, options=opts)
+
+
+FLOAT_EXACT = Tolerance(max_abs=1e-4, mean_abs=1e-5)
+# fp16 weights are rounded to 11 significant bits; probabilities move by about 1e-3.
+FLOAT16 = Tolerance(max_abs=2e-2, mean_abs=2e-3)
+
+FORMATS: Dict[str, Format] = {f.name: f for f in (
+    Format("tflite-fp32", ".tflite", "litert", {}, FLOAT_EXACT,
+           summary="float32 TFLite, the reference artifact"),
+    Format("tflite-fp16", ".tflite", "litert", {"optimize": True, "float16": True}, FLOAT16,
+           summary="float16 weights (half the size), float32 compute"),
+    Format("tflite-dynamic", ".tflite", "litert", {"optimize": True},
+           Tolerance(min_agreement=0.97, max_accuracy_drop=0.02),
+           summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O"),
+    Format("tflite-int8", ".tflite", "litert",
+           {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
+           Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
+           summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated"),
+    Format("tflite-int16x8", ".tflite", "litert",
+           {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS},
+           Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),
+           summary="int16 activations, int8 weights, float I/O, calibrated"),
+    Format("tflite-qat", ".tflite", "litert",
+           {"qat": True, "optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
+           # The QAT model is fine-tuned, so it may legitimately disagree with the float model more often.
+           Tolerance(min_agreement=0.90, max_accuracy_drop=0.02), default=False,
+           summary="quantization-aware training (tfmot) on the training split, then full integer"),
+    Format("onnx-fp32", ".onnx", "onnx", {"opset": DEFAULT_OPSET}, FLOAT_EXACT,
+           summary="float32 ONNX (tf2onnx)"),
+    Format("onnx-int8", ".onnx", "onnx",
+           {"opset": DEFAULT_OPSET, "calibrate": True, "quant_format": "QDQ", "per_channel": True,
+            "activation_type": "QInt8", "weight_type": "QInt8"},
+           Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
+           summary="ONNX Runtime static quantization: QDQ, per-channel int8, calibrated"),
+)}
+
+DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.default)
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(FORMATS) + ["all", "default"], n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,
+                    opset: Optional[int] = None) -> List[Format]:
+    """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied."""
+    if io is not None and io not in IO_TYPES:
+        raise EdgeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}.")
+    if opset is not None and not 9 <= int(opset) <= 21:
+        raise EdgeError(f"--opset {opset} is outside what tf2onnx supports here (9 to 21); 17 is a safe choice.")
+    if names is None:
+        names = ["default"]
+    elif isinstance(names, str):
+        names = names.split(",")
+    picked: List[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        expand = (list(FORMATS) if name == "all" else list(DEFAULT_FORMATS) if name == "default" else [name])
+        for n in expand:
+            if n not in FORMATS:
+                raise EdgeError(f"unknown format {raw.strip()!r}.{suggest(name)} Formats: {', '.join(FORMATS)}.")
+            if n not in picked:
+                picked.append(n)
+    if not picked:
+        raise EdgeError(f"no format given; choose from {', '.join(FORMATS)} (or 'default', 'all').")
+    return [FORMATS[n].with_options(io=io, opset=opset) for n in picked]

@@ -1,0 +1,186 @@
+"""manifest.json (what each artifact is, how it was made, how it validated) and the console summary.
+
+Inspection reads the artifact files themselves (tensor shapes, dtypes, quantization parameters, op
+lists), so the manifest describes what was written rather than what was asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections import Counter
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from rich.table import Table
+
+from edgekit.convert.export import Exported, first_line
+from edgekit.convert.formats import Format
+from edgekit.convert.validate import FormatValidation
+
+SCHEMA_VERSION = 1
+PASSED, OUTSIDE, FAILED = "passed", "outside_tolerance", "failed"
+SYMBOLS = {PASSED: "✅", OUTSIDE: "❎", FAILED: "❌"}
+LEGEND = "✅ exported and validated · ❎ exported, outside tolerance · ❌ failed to export"
+COMMON_TOOLS = ("edgekit", "edgekit-runtime", "numpy")
+ENGINE_TOOLS = {"litert": ("tensorflow", "tf_keras", "ai-edge-litert"),
+                "onnx": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+
+
+def versions(names) -> Dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def tool_versions(fmt: Format) -> Dict[str, str]:
+    names = list(ENGINE_TOOLS.get(fmt.engine, ())) + list(COMMON_TOOLS)
+    if fmt.options.get("qat"):
+        names.append("tensorflow-model-optimization")
+    return versions(names)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _quant(scales, zero_points) -> Optional[dict]:
+    scales, zps = np.asarray(scales).ravel().tolist(), np.asarray(zero_points).ravel().tolist()
+    return {"scale": scales, "zero_point": zps} if scales else None
+
+
+def inspect_tflite(path: Path) -> dict:
+    """Tensors and ops, read with the LiteRT interpreter without delegates (XNNPACK would hide the op list)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+    def tensor(d: dict) -> dict:
+        q = d.get("quantization_parameters", {})
+        shape = [None if v < 0 else int(v) for v in d.get("shape_signature", d["shape"])]
+        return {"name": d["name"], "shape": shape, "dtype": np.dtype(d["dtype"]).name,
+                "quantization": _quant(q.get("scales", []), q.get("zero_points", []))}
+
+    ops = Counter(op["op_name"] for op in it._get_ops_details())
+    from edgekit_runtime.tflite_meta import read_metadata
+    return {"inputs": [tensor(d) for d in it.get_input_details()],
+            "outputs": [tensor(d) for d in it.get_output_details()],
+            "ops": dict(sorted(ops.items())), "embedded_metadata": sorted(read_metadata(path))}
+
+
+def inspect_onnx(path: Path) -> dict:
+    import onnx
+    from onnx import helper
+    model = onnx.load(str(path), load_external_data=False)
+
+    def tensor(v) -> dict:
+        t = v.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        # ONNX graphs keep float I/O even when quantized: the QDQ pairs live inside the graph.
+        return {"name": v.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
+                "quantization": None}
+
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"inputs": [tensor(v) for v in model.graph.input], "outputs": [tensor(v) for v in model.graph.output],
+            "ops": dict(sorted(ops.items())),
+            # only the domains the graph uses (quant_pre_process declares a dozen it never needs)
+            "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import
+                      if o.domain in {n.domain for n in model.graph.node} | {"", "ai.onnx"}},
+            "embedded_metadata": sorted(p.key for p in model.metadata_props)}
+
+
+def status_of(exported: Exported, validation: Optional[FormatValidation]) -> str:
+    if not exported.ok:
+        return FAILED
+    return PASSED if validation is not None and validation.passed else OUTSIDE
+
+
+def artifact_entry(exported: Exported, validation: Optional[FormatValidation], file_path: Optional[Path] = None) -> dict:
+    """One manifest entry; `file_path` is where the file is now (it may have been moved from staging)."""
+    fmt = exported.fmt
+    status = status_of(exported, validation)
+    entry = {"format": fmt.name, "file": fmt.file_name if exported.ok else None, "status": status,
+             "symbol": SYMBOLS[status], "engine": fmt.engine, "summary": fmt.summary, "options": dict(fmt.options),
+             "tolerance": fmt.tolerance.to_dict(), "convert_seconds": round(exported.seconds, 3),
+             "tools": tool_versions(fmt)}
+    if not exported.ok:
+        entry["error"] = exported.error
+        return entry
+    path = Path(file_path or exported.path)
+    entry.update(size_bytes=path.stat().st_size, sha256=sha256(path))
+    try:
+        entry.update(inspect_tflite(path) if fmt.suffix == ".tflite" else inspect_onnx(path))
+    except Exception as exc:  # inspection is descriptive; a failure here must not hide the parity result
+        entry["inspect_error"] = f"{type(exc).__name__}: {first_line(exc)}"
+    if validation is not None:
+        entry["validation_engine"] = validation.engine
+        entry["parity"] = validation.parity.to_dict() if validation.parity else None
+        entry["mismatches"] = [m.to_dict() for m in validation.mismatches]
+    if exported.notes:
+        entry["notes"] = list(exported.notes)
+    return entry
+
+
+def build(source: dict, calibration: Optional[dict], validation: Optional[dict], entries: List[dict],
+          settings: dict) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": source, "settings": settings, "calibration": calibration, "validation": validation,
+            "platform": {"python": platform.python_version(), "machine": platform.machine()},
+            "artifacts": entries}
+
+
+def merge(previous: Optional[dict], current: dict, out_dir: Path) -> dict:
+    """Keep earlier entries of formats not converted this time, if they belong to the same model and still exist."""
+    if not previous or previous.get("source", {}).get("model_sha256") != current["source"]["model_sha256"]:
+        return current
+    done = {e["format"] for e in current["artifacts"]}
+    kept = [e for e in previous.get("artifacts", []) if isinstance(e, dict) and e.get("format") not in done
+            and (e.get("file") is None or (out_dir / e["file"]).is_file())]
+    from edgekit.convert.formats import FORMATS
+    order = {name: i for i, name in enumerate(FORMATS)}
+    return {**current, "artifacts": sorted(kept + current["artifacts"], key=lambda e: order.get(e["format"], len(order)))}
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _parity_text(entry: dict) -> str:
+    p = entry.get("parity")
+    if not p:
+        return ""
+    quantized = "min_agreement" in entry.get("tolerance", {})
+    delta = p.get("accuracy_delta")
+    acc = f" · acc Δ {delta * 100:+.1f} pt" if delta is not None else ""
+    if quantized:
+        return f"top-1 agree {p['top1_agreement']:.1%}{acc}"
+    return f"max {p['max_abs_diff']:.1e} · mean {p['mean_abs_diff']:.1e}"
+
+
+def table(entries: List[dict], title: str = "") -> Table:
+    t = Table(title=title or None, title_justify="left", caption=LEGEND, caption_justify="left")
+    t.add_column("status", justify="center", no_wrap=True)
+    t.add_column("format", no_wrap=True)
+    t.add_column("size", justify="right", no_wrap=True)
+    t.add_column("parity vs Keras", no_wrap=True)
+    t.add_column("top-1", justify="right", no_wrap=True)
+    t.add_column("time", justify="right", no_wrap=True)
+    t.add_column("note")
+    for e in entries:
+        p = e.get("parity") or {}
+        acc = f"{p['accuracy']:.1%}" if p.get("accuracy") is not None else ""
+        note = e.get("error") or "; ".join(m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or [])
+        t.add_row(e["symbol"], e["format"], _size(e.get("size_bytes")), _parity_text(e), acc,
+                  f"{e.get('convert_seconds', 0):.1f} s", note)
+    return t

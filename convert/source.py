@@ -1,0 +1,241 @@
+"""What is being converted: a run directory from `edge train`, or a model the user brings.
+
+Both end up as a `Source`: a tf_keras model (float image in, probabilities out), its labels, its
+PreprocessSpec, and where calibration and validation images come from. Every way a model file can
+be unreadable is turned into one EdgeError line saying what to do, before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import tf_keras as keras
+
+from edgekit.errors import EdgeError
+from edgekit.train.models import custom_objects, file_digest
+from edgekit_runtime import PreprocessSpec
+from edgekit_runtime.errors import SpecError
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+KERAS3_HINT = ("edgekit converts tf_keras (Keras 2) models: load it in Keras 3 and call "
+               "model.export('saved_model_dir'), then pass that directory")
+
+
+@dataclass
+class Source:
+    kind: str                 # "run" | "model"
+    path: Path                # the run directory, or the model file / SavedModel directory
+    model: keras.Model
+    labels: List[str]
+    spec: PreprocessSpec
+    model_sha256: str
+    data: Optional[str]       # where calibration/validation images come from (None: not given)
+    data_options: Dict[str, Any] = field(default_factory=dict)  # load_dataset keyword arguments
+    seed: int = 42
+    batch_size: int = 32
+    default_out: Path = Path("export")
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "path": str(self.path), "model_sha256": self.model_sha256,
+                "labels": list(self.labels), "preprocess": self.spec.to_dict(), "data": self.data}
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def _keras_version_of(path: Path) -> Optional[str]:
+    """The Keras version that saved a .keras / .h5 file, if it says (None for unknown or unreadable)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return str(json.loads(z.read("metadata.json")).get("keras_version"))
+        import h5py
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("keras_version")
+            return v.decode() if isinstance(v, bytes) else (str(v) if v is not None else None)
+    except Exception:  # unreadable files are reported by the loader itself, with its reason
+        return None
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    """A tf_keras model from a .keras/.h5 file or a SavedModel directory, or one clear EdgeError."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeError(f"{path} does not exist (expected a run directory, a .keras/.h5 file or a SavedModel directory).")
+    if path.is_dir():
+        if (path / "keras_metadata.pb").is_file():
+            return _load(path)
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return _wrap_saved_model(path)
+        raise EdgeError(f"{path} is a directory but neither a run directory (no model.keras) nor a SavedModel "
+                        "(no saved_model.pb).")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise EdgeError(f"{path.name}: unsupported model file type {path.suffix or '(none)'!r}; "
+                        "give a .keras or .h5 file, a SavedModel directory or a run directory.")
+    _check_container(path)
+    version = _keras_version_of(path)
+    if version and version.startswith("3"):
+        raise EdgeError(f"{path.name} was saved by Keras {version}; {KERAS3_HINT}.")
+    return _load(path)
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_container(path: Path) -> None:
+    """A .keras file is a zip archive and an .h5 file is HDF5: say plainly when the bytes are neither."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if zipfile.is_zipfile(path) or head == HDF5_SIGNATURE:
+        return
+    if not head:
+        raise EdgeError(f"{path} is empty.")
+    if head.startswith(b"PK"):
+        raise EdgeError(f"{path} is truncated: its zip archive has no end (an interrupted copy or download?); "
+                        "copy the file again.")
+    raise EdgeError(f"{path} is not a Keras model file (neither a .keras zip archive nor HDF5).")
+
+
+def _load(path: Path) -> keras.Model:
+    try:
+        model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    except Exception as exc:  # h5py, zipfile, protobuf and Keras all raise their own types
+        msg = f"{type(exc).__name__}: {_first_line(exc)}"
+        if isinstance(exc, (EOFError, zipfile.BadZipFile)) or "truncated" in msg.lower():
+            raise EdgeError(f"{path} is truncated ({msg}); copy the file again.") from None
+        if isinstance(exc, OSError):
+            raise EdgeError(f"cannot read {path} ({msg}).") from None
+        raise EdgeError(f"cannot load {path} with tf_keras ({msg}); if it was saved by Keras 3, {KERAS3_HINT}.") from None
+    if not isinstance(model, keras.Model):
+        raise EdgeError(f"{path} holds a {type(model).__name__}, not a Keras model.")
+    return model
+
+
+def _wrap_saved_model(path: Path) -> keras.Model:
+    """A plain SavedModel (e.g. Keras 3 `model.export()`) as a one-layer tf_keras model."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise EdgeError(f"cannot read SavedModel {path} ({type(exc).__name__}: {_first_line(exc)}).") from None
+    sig = getattr(loaded, "signatures", {}).get("serving_default")
+    if sig is None:
+        raise EdgeError(f"SavedModel {path} has no 'serving_default' signature; export it with one (Keras 3: model.export()).")
+    inputs = sig.structured_input_signature[1]
+    outputs = sig.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise EdgeError(f"SavedModel {path} has {len(inputs)} input(s) and {len(outputs)} output(s); "
+                        "an image classifier has one of each.")
+    spec = next(iter(inputs.values()))
+    if spec.shape.rank != 4 or spec.shape[1] is None or spec.shape[2] is None:
+        raise EdgeError(f"SavedModel {path} takes input of shape {spec.shape}; expected (batch, height, width, 3) "
+                        "with a fixed height and width.")
+    layer = hub.KerasLayer(str(path), signature="serving_default", output_key=next(iter(outputs)), name="saved_model")
+    inp = keras.Input(tuple(spec.shape[1:]), name="image")
+    return keras.Model(inp, layer(inp), name=path.name)
+
+
+def check_fits(model: keras.Model, spec: PreprocessSpec, labels: Sequence[str], what: str, byo: bool = False) -> None:
+    """The model takes (N, H, W, 3) at the spec's size and outputs one score per label."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise EdgeError(f"{what} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                        "an image classifier has one of each.")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3:
+        raise EdgeError(f"{what} takes input of shape {shape}; edgekit feeds RGB image batches (N, H, W, 3).")
+    if shape[1:3] != spec.size and None not in shape[1:3]:
+        hint = f": pass --input-size {shape[1]} {shape[2]}." if byo else "; preprocess.json does not fit model.keras."
+        raise EdgeError(f"{what} takes {shape[1]}x{shape[2]} images but the preprocessing says "
+                        f"{spec.height}x{spec.width}{hint}")
+    out = tuple(model.outputs[0].shape)
+    if len(out) != 2 or out[1] != len(labels):
+        raise EdgeError(f"{what} outputs shape {out} but there are {len(labels)} labels; "
+                        "the labels file needs one class name per output, in output order.")
+
+
+def open_run(run_dir: Path, data: Optional[str] = None) -> Source:
+    from edgekit.train.config import build_config
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file():
+        state = ""
+        if (run_dir / "run.json").is_file():
+            state = " (run.json says status: " + str(json.loads((run_dir / "run.json").read_text()).get("status")) + ")"
+        raise EdgeError(f"{run_dir} has no model.keras{state}: not a finished `edge train` run directory.")
+    for name in ("labels.txt", "preprocess.json", "config.yaml"):
+        if not (run_dir / name).is_file():
+            raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
+    cfg = build_config(run_dir / "config.yaml", {})
+    try:
+        spec = PreprocessSpec.load(run_dir / "preprocess.json")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+    labels = read_labels(run_dir / "labels.txt")
+    model = load_keras_model(run_dir / "model.keras")
+    check_fits(model, spec, labels, "the run's model")
+    same = data is None
+    opts = dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                limit_per_class=cfg.limit_per_class if same else None,
+                test_limit_per_class=cfg.test_limit_per_class if same else None, skip_bad=cfg.skip_bad,
+                use_cache=cfg.data_cache, cache_dir=cfg.cache_dir)
+    return Source("run", run_dir, model, labels, spec, file_digest(run_dir / "model.keras"),
+                  data or cfg.data, opts, cfg.seed, cfg.batch_size, run_dir / "export")
+
+
+def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequence[float],
+               offset: Sequence[float], labels_file: Optional[Path], data: Optional[str],
+               channel_order: str = "RGB", seed: int = 42) -> Source:
+    """Bring-your-own model: the preprocessing and labels come from the command line."""
+    path = Path(path)
+    if labels_file is None:
+        raise EdgeError(f"{path.name} is not an `edge train` run: pass --labels FILE (one class name per line, "
+                        "in output order) and --input-size H W, --scale, --offset.")
+    labels = read_labels(Path(labels_file))
+    model = load_keras_model(path)
+    shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else ()
+    if input_size is None:
+        if len(shape) == 4 and None not in shape[1:3]:
+            input_size = shape[1:3]  # the model says it; --input-size only needs to agree
+        else:
+            raise EdgeError(f"{path.name} accepts any image size: pass --input-size H W.")
+    try:
+        spec = PreprocessSpec(height=int(input_size[0]), width=int(input_size[1]), scale=_per_channel(scale, "scale"),
+                              offset=_per_channel(offset, "offset"), channel_order=channel_order,
+                              notes=f"given on the command line for {path.name}")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+    check_fits(model, spec, labels, path.name, byo=True)
+    digest = file_digest(path)
+    out = path.parent / f"{path.stem if path.is_file() else path.name}-export"
+    return Source("model", path, model, labels, spec, digest, data,
+                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32, out)
+
+
+def _per_channel(values: Sequence[float], what: str) -> tuple:
+    vals = tuple(float(v) for v in values)
+    if len(vals) == 1:
+        return vals * 3
+    if len(vals) != 3:
+        raise EdgeError(f"--{what} takes one value or three (one per channel), got {len(vals)}.")
+    return vals
+
+
+def read_labels(path: Path) -> List[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise EdgeError(f"labels file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgeError(f"cannot read labels file {path} ({exc}).") from None
+    # Whole lines, as training wrote them: class names may contain spaces.
+    labels = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise EdgeError(f"labels file {path} lists {len(labels)} class(es); a classifier needs at least two, one per line.")
+    if len(set(labels)) != len(labels):
+        raise EdgeError(f"labels file {path} lists a class twice.")
+    return labels
