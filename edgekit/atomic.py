@@ -18,6 +18,10 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        if tmp_path.is_file():  # mkstemp makes 0600 files; give the usual umask-based mode instead
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         if tmp_path.is_dir():
