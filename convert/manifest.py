@@ -9,7 +9,6 @@ import hashlib
 import platform
 from collections import Counter
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -17,6 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from edgekit.convert.export import Exported, first_line
+from edgekit.versions import package_versions
 from edgekit.convert.formats import Format
 from edgekit.convert.validate import FormatValidation
 
@@ -29,21 +29,11 @@ ENGINE_TOOLS = {"litert": ("tensorflow", "tf_keras", "ai-edge-litert"),
                 "onnx": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
 
 
-def versions(names) -> Dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def tool_versions(fmt: Format) -> Dict[str, str]:
     names = list(ENGINE_TOOLS.get(fmt.engine, ())) + list(COMMON_TOOLS)
     if fmt.options.get("qat"):
         names.append("tensorflow-model-optimization")
-    return versions(names)
+    return package_versions(names)
 
 
 def sha256(path: Path) -> str:

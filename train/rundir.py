@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Dict
 
@@ -22,6 +21,7 @@ import numpy as np
 import yaml
 from rich.table import Table
 
+from edgekit.versions import package_versions
 from edgekit.atomic import write_json, write_text, write_with
 from edgekit.progress import console
 from edgekit.train import plots
@@ -32,13 +32,7 @@ VERSIONED = ("tensorflow", "tf_keras", "tensorflow-hub", "numpy", "pillow", "edg
 
 
 def library_versions() -> Dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {"python": platform.python_version(), "platform": platform.platform(), **package_versions(VERSIONED)}
 
 
 def print_counts(data: Dataset) -> None:
