@@ -16,6 +16,7 @@ import tf_keras as keras
 
 from edgekit.errors import EdgeError
 from edgekit.train.models import custom_objects, file_digest
+from edgekit.train.rundir import read_finished_run, read_labels
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
 
@@ -160,22 +161,8 @@ def check_fits(model: keras.Model, spec: PreprocessSpec, labels: Sequence[str], 
 
 
 def open_run(run_dir: Path, data: Optional[str] = None) -> Source:
-    from edgekit.train.config import build_config
     run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file():
-        state = ""
-        if (run_dir / "run.json").is_file():
-            state = " (run.json says status: " + str(json.loads((run_dir / "run.json").read_text()).get("status")) + ")"
-        raise EdgeError(f"{run_dir} has no model.keras{state}: not a finished `edge train` run directory.")
-    for name in ("labels.txt", "preprocess.json", "config.yaml"):
-        if not (run_dir / name).is_file():
-            raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
-    cfg = build_config(run_dir / "config.yaml", {})
-    try:
-        spec = PreprocessSpec.load(run_dir / "preprocess.json")
-    except SpecError as exc:
-        raise EdgeError(str(exc)) from None
-    labels = read_labels(run_dir / "labels.txt")
+    cfg, spec, labels = read_finished_run(run_dir)
     model = load_keras_model(run_dir / "model.keras")
     check_fits(model, spec, labels, "the run's model")
     same = data is None
@@ -223,19 +210,3 @@ def _per_channel(values: Sequence[float], what: str) -> tuple:
     if len(vals) != 3:
         raise EdgeError(f"--{what} takes one value or three (one per channel), got {len(vals)}.")
     return vals
-
-
-def read_labels(path: Path) -> List[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise EdgeError(f"labels file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EdgeError(f"cannot read labels file {path} ({exc}).") from None
-    # Whole lines, as training wrote them: class names may contain spaces.
-    labels = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
-    if len(labels) < 2:
-        raise EdgeError(f"labels file {path} lists {len(labels)} class(es); a classifier needs at least two, one per line.")
-    if len(set(labels)) != len(labels):
-        raise EdgeError(f"labels file {path} lists a class twice.")
-    return labels

@@ -11,24 +11,15 @@ import numpy as np
 from edgekit.atomic import write_json
 from edgekit.errors import EdgeError
 from edgekit.train import models, plots
-from edgekit.train.config import build_config
 from edgekit.train.data import load_dataset
 from edgekit.train.metrics import classification_report
 from edgekit.train.pipeline import make_dataset
-from edgekit_runtime import PreprocessSpec
-from edgekit_runtime.errors import SpecError
+from edgekit.train.rundir import read_finished_run
 
 
 def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -> dict:
     run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file():
-        raise EdgeError(f"{run_dir} has no model.keras: not a finished `edge train` run directory.")
-    cfg = build_config(run_dir / "config.yaml", {})
-    try:
-        spec = PreprocessSpec.load(run_dir / "preprocess.json")
-    except SpecError as exc:
-        raise EdgeError(str(exc)) from None
-    labels = [name for name in (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines() if name]
+    cfg, spec, labels = read_finished_run(run_dir)
     ds_src = data or cfg.data
     same_data = data is None
     dataset = load_dataset(ds_src, spec.size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,

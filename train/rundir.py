@@ -12,10 +12,11 @@
 """
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import numpy as np
 import yaml
@@ -23,10 +24,16 @@ from rich.table import Table
 
 from edgekit.versions import package_versions
 from edgekit.atomic import write_json, write_text, write_with
+from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train import plots
 from edgekit.train.data import Dataset
 from edgekit.train.metrics import classification_report
+from edgekit_runtime import PreprocessSpec
+from edgekit_runtime.errors import SpecError
+
+if TYPE_CHECKING:
+    from edgekit.train.config import TrainConfig
 
 VERSIONED = ("tensorflow", "tf_keras", "tensorflow-hub", "numpy", "pillow", "edgekit", "edgekit-runtime")
 
@@ -86,3 +93,38 @@ class RunDir:
         self.run_info["status"] = "complete"
         write_json(self.path / "run.json", self.run_info)
         return metrics
+
+
+def read_labels(path: Path) -> List[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise EdgeError(f"labels file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgeError(f"cannot read labels file {path} ({exc}).") from None
+    # Whole lines, as training wrote them: class names may contain spaces.
+    labels = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise EdgeError(f"labels file {path} lists {len(labels)} class(es); a classifier needs at least two, one per line.")
+    if len(set(labels)) != len(labels):
+        raise EdgeError(f"labels file {path} lists a class twice.")
+    return labels
+
+
+def read_finished_run(run_dir: Path) -> Tuple["TrainConfig", PreprocessSpec, List[str]]:
+    """(config, preprocessing, labels) of a finished run directory, or one sentence on what is missing."""
+    from edgekit.train.config import build_config
+    if not (run_dir / "model.keras").is_file():
+        state = ""
+        if (run_dir / "run.json").is_file():
+            state = " (run.json says status: " + str(json.loads((run_dir / "run.json").read_text()).get("status")) + ")"
+        raise EdgeError(f"{run_dir} has no model.keras{state}: not a finished `edge train` run directory.")
+    for name in ("labels.txt", "preprocess.json", "config.yaml"):
+        if not (run_dir / name).is_file():
+            raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
+    cfg = build_config(run_dir / "config.yaml", {})
+    try:
+        spec = PreprocessSpec.load(run_dir / "preprocess.json")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+    return cfg, spec, read_labels(run_dir / "labels.txt")
