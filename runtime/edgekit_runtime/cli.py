@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a model", description="Show the engine, input, labels and "
                           "preprocessing a model would be run with.")
     model_options(info)
+
+    bench = sub.add_parser("bench", help="benchmark the artifacts a plan lists (run by `edge bench`)",
+                           description="Measure cold start, accuracy predictions and latency of each artifact "
+                           "in a plan.json written by `edge bench`, each in a fresh process; write the JSON result.")
+    bench.add_argument("plan", metavar="PLAN", help="plan.json (paths in it are relative to its directory)")
+    bench.add_argument("--out", required=True, metavar="FILE", help="where to write the result JSON")
+    bench.add_argument("--timeout", type=float, default=3600.0, metavar="S",
+                       help="seconds one artifact may take before it is stopped (default: 3600)")
     return parser
 
 
@@ -148,10 +156,20 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_plan, write_json
+    result = run_plan(args.plan, timeout=args.timeout)
+    write_json(args.out, result)
+    failed = [a["name"] for a in result["artifacts"] if a.get("status") != "ok"]
+    print(f"{len(result['artifacts']) - len(failed)} of {len(result['artifacts'])} artifacts measured"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + f"; result in {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"predict": cmd_predict, "info": cmd_info}[args.command](args)
+        return {"predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}[args.command](args)
     except RuntimeErrorBase as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
