@@ -6,6 +6,7 @@ CONFIG ?= configs/resnet8.yaml
 DATA   ?= cifar10
 RUN    ?=
 FORMATS ?=
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 # Offline stand-in for the CIFAR-10 download: used automatically when the workplace copy is beside the project.
@@ -14,14 +15,16 @@ ifneq ($(SHARED_CIFAR),)
 export EDGE_CIFAR10 ?= $(abspath $(SHARED_CIFAR))
 endif
 
-.PHONY: help venv demo test train evaluate convert lock clean
+.PHONY: help venv demo test train evaluate convert bench pi-check lock clean
 
 help:
-	@echo "make demo      set up, then train + evaluate a small ResNet-8 on CIFAR-10 (minutes)"
+	@echo "make demo      set up, then train + evaluate + convert + benchmark a small ResNet-8 on CIFAR-10 (minutes)"
 	@echo "make test      set up, then run the test suite"
 	@echo "make train     CONFIG=configs/resnet8.yaml [DATA=...]: a full training run into runs/"
 	@echo "make evaluate  RUN=runs/<dir>: recompute a run's test metrics"
 	@echo "make convert   [RUN=runs/<dir>] [FORMATS=a,b]: export + validate TFLite/ONNX (default: latest finished run)"
+	@echo "make bench     [RUN=runs/<dir>] [BENCH_ARGS='--threads 1,2 --batch 1,8']: accuracy + latency reports of every artifact"
+	@echo "make pi-check  [EXPORT=dir] [PI_IMAGES=200]: run an export in an emulated Raspberry Pi OS userland (root)"
 	@echo "make lock      re-pin constraints.txt from the current environment"
 
 venv: $(VENV)/.installed
@@ -32,9 +35,12 @@ $(VENV)/.installed: pyproject.toml runtime/pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e './runtime[litert,onnx]' -e '.[test]'
 	touch $@
 
+# Convert and bench exit 3 when an artifact is not ✅; the demo reports that and goes on to the next step.
 demo: venv
 	$(BIN)/edge train --config configs/demo.yaml --data $(DATA) --out runs/demo
 	$(BIN)/edge evaluate runs/demo
+	$(BIN)/edge convert runs/demo || [ $$? -eq 3 ]
+	$(BIN)/edge bench runs/demo --samples 2000 --runs 30 || [ $$? -eq 3 ]
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -52,6 +58,25 @@ convert: venv
 	test -n "$$run" || { echo "no finished run under runs/ (train one with make demo), or pass RUN=runs/<dir>"; exit 2; }; \
 	echo "$(BIN)/edge convert $$run $(if $(FORMATS),--formats $(FORMATS))"; \
 	$(BIN)/edge convert "$$run" $(if $(FORMATS),--formats $(FORMATS))
+
+# RUN as for convert; the run must have been converted (make convert) first.
+bench: venv
+	@run="$(RUN)"; [ -n "$$run" ] || run=$$(ls -t runs/*/export/manifest.json 2>/dev/null | head -n 1 | xargs -r dirname | xargs -r dirname); \
+	test -n "$$run" || { echo "no converted run under runs/ (make convert first), or pass RUN=runs/<dir>"; exit 2; }; \
+	echo "$(BIN)/edge bench $$run $(BENCH_ARGS)"; \
+	$(BIN)/edge bench "$$run" $(BENCH_ARGS)
+
+# Not part of `make test`: needs root, debootstrap, qemu-user-static and binfmt_misc (README "Running on a Raspberry Pi").
+# EXPORT defaults to the newest runs/*/export; the report goes to PI_OUT (default: pi-check/ beside the export).
+EXPORT ?=
+PI_IMAGES ?= 200
+PI_OUT ?=
+pi-check: venv
+	@dir="$(EXPORT)"; [ -n "$$dir" ] || dir=$$(ls -td runs/*/export 2>/dev/null | head -n 1); \
+	test -n "$$dir" || { echo "no export under runs/ (make convert first), or pass EXPORT=<dir>"; exit 2; }; \
+	out="$(PI_OUT)"; [ -n "$$out" ] || out="$$(dirname "$$dir")/pi-check"; \
+	echo "$(BIN)/python -m edgekit.benchmarks.pi_check --export $$dir --images $(PI_IMAGES) --out $$out"; \
+	$(BIN)/python -m edgekit.benchmarks.pi_check --export "$$dir" --images $(PI_IMAGES) --out "$$out"
 
 lock: venv
 	{ echo "# The one place where versions are pinned: every install (make, CI, docs) uses pip -c constraints.txt."; \

@@ -163,6 +163,66 @@ def convert(
 
 
 @app.command()
+def bench(
+    run_dir: Path = typer.Argument(..., help="A run directory whose export/ was written by `edge convert`."),
+    formats: Optional[str] = typer.Option(None, help="Comma list of formats to measure. Default: every artifact in export/manifest.json."),
+    samples: Optional[int] = typer.Option(None, help="Test images for accuracy (class-balanced sample). Default: the whole test split."),
+    threads: Optional[str] = typer.Option(None, help="Thread counts to sweep, e.g. 1,2,4. Default: all cores this process may use."),
+    batch: str = typer.Option("1", help="Batch sizes to time, e.g. 1,8 (throughput in images/s)."),
+    runs: int = typer.Option(50, help="Timed runs per setting (at least)."),
+    warmup: int = typer.Option(5, help="Untimed warm-up runs per setting."),
+    min_time: float = typer.Option(0.0, help="Keep timing each setting for at least this many seconds."),
+    max_time: float = typer.Option(30.0, help="Stop timing a slow setting after this many seconds (once it has 3 runs)."),
+    data: Optional[str] = typer.Option(None, help="Data whose test split to use (same forms as `edge train --data`). Default: the run's own."),
+    out: Optional[Path] = typer.Option(None, help="Report directory. Default: RUN_DIR/bench."),
+    host: Optional[str] = typer.Option(None, help="Also run on a device over SSH: user@host (known_hosts is checked)."),
+    port: Optional[int] = typer.Option(None, help="SSH port of --host. Default: 22 or your ssh config's."),
+    identity: Optional[Path] = typer.Option(None, help="SSH private key for --host."),
+    known_hosts: Optional[Path] = typer.Option(None, help="known_hosts file to verify --host against. Default: ~/.ssh/known_hosts."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Trust and record a host key seen for the first time (never a changed one)."),
+    device_samples: int = typer.Option(500, help="Test images copied to the device for its accuracy figures."),
+    device_python: Optional[str] = typer.Option(None, help="Python on the device that already has numpy, Pillow and the engine (skips the venv install)."),
+    local: bool = typer.Option(True, "--local/--no-local", help="With --host, also measure on this machine."),
+    python: Optional[str] = typer.Option(None, help="Python that runs the local measurements, e.g. a venv holding only `pip install ./runtime[litert]`. Default: this one."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the plan directory here and the copy on the device."),
+    baseline: Optional[Path] = typer.Option(None, help="An earlier report.json: exit 4 if accuracy or latency regressed."),
+    max_accuracy_drop: float = typer.Option(0.5, help="With --baseline: allowed top-1 drop in percentage points."),
+    max_latency_growth: float = typer.Option(10.0, help="With --baseline: allowed p50 latency growth in percent."),
+):
+    """Measure accuracy, latency, memory and cost of every exported artifact; write report.json/.md/.html.
+
+    Exit codes: 0 every row ✅, 3 some row ❎/❌, 4 regression against --baseline, 2 bad input or an unusable --host
+    (local results are still written).
+    """
+    from edgekit.benchmarks.config import BenchConfig, parse_ints
+    try:
+        cfg = BenchConfig(run_dir=run_dir, formats=formats, samples=samples, threads=parse_ints(threads, "--threads"),
+                          batch=parse_ints(batch, "--batch") or (1,), runs=runs, warmup=warmup, min_time=min_time,
+                          max_time=max_time, data=data, out=out, host=host, port=port, identity=identity,
+                          known_hosts=known_hosts, accept_new_host_key=accept_new_host_key, device_samples=device_samples,
+                          device_python=device_python, local=local, python=python, keep=keep, baseline=baseline,
+                          max_accuracy_drop=max_accuracy_drop, max_latency_growth=max_latency_growth)
+        cfg.check()
+        from edgekit.benchmarks.report import console_table
+        from edgekit.benchmarks.run import bench as run_bench
+        result = run_bench(cfg)
+    except EdgeError as exc:
+        _fail(exc)
+    console.print(console_table(result.report, title=str(result.out_dir)))
+    for error in result.errors:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    cmp = result.report.get("comparison")
+    if cmp:
+        bad = [c for c in cmp["checks"] if not c["ok"]]
+        console.print(f"baseline {cmp['baseline']}: " + ("[green]no regression[/]" if not bad else "[bold red]regression:[/] "
+                      + "; ".join(f"{c['name']} {c['metric']} {c['change']} (limit {c['limit']})" for c in bad)),
+                      highlight=False, soft_wrap=True)
+    console.print(f"reports: {result.out_dir / 'report.md'} · {result.out_dir / 'report.html'} · "
+                  f"{result.out_dir / 'report.json'}", highlight=False, soft_wrap=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def presets():
     """List the model presets with their default input size, weights and normalisation."""
     from rich.table import Table

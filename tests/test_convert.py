@@ -39,32 +39,9 @@ def leftovers(folder: Path):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_folder, tmp_path_factory) -> Path:
-    from edgekit.train.config import build_config
-    from edgekit.train.run import train
-    cfg = build_config(None, dict(data=str(tiny_folder), preset="resnet8", epochs=2, batch_size=16, lr=0.01,
-                                  early_stopping_patience=0, seed=7))
-    run = train(cfg, tmp_path_factory.mktemp("convert") / "run")
-    _settle_batchnorm(run, tiny_folder)
-    return run
-
-
-def _settle_batchnorm(run: Path, data: Path) -> None:
-    """Two epochs of 3 steps leave BatchNorm's moving statistics near their initial values, so the model
-    outputs near-ties that quantization flips at random. Setting them to the training set's statistics
-    (as many more steps would) gives the confident model a real run ends with; the rest of the run stays as trained."""
-    from edgekit.train.data import load_dataset
-    from edgekit.train.pipeline import to_model_input
-    spec = PreprocessSpec.load(run / "preprocess.json")
-    x = to_model_input(tf.constant(load_dataset(str(data), spec.size, seed=7).train.x), spec)
-    model = keras.models.load_model(run / "model.keras", compile=False)
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in bns:
-        layer.momentum = 0.0  # moving statistics := this batch's statistics
-    model(x, training=True)
-    for layer in bns:
-        layer.momentum = 0.99
-    model.save(run / "model.keras")
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    """A private copy of the session's tiny trained run (this module writes RUN_DIR/export)."""
+    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("convert") / "run"))
 
 
 @pytest.fixture(scope="module")

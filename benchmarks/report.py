@@ -1,0 +1,221 @@
+"""Benchmark rows and the reports: report.json (versioned), report.md (aligned tables), report.html.
+
+A row is one artifact on one device (plus the Keras reference). Its status starts from what convert
+found (✅ validated, ❎ outside tolerance, ❌ failed to export) and is lowered when the benchmark
+itself fails, or when the runtime's accuracy on convert's own validation images differs from what
+convert recorded: the same images through the same runtime must give the same answer.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edgekit.atomic import write_json, write_text
+from edgekit.benchmarks.macs import count_macs
+from edgekit.convert.manifest import FAILED, LEGEND, OUTSIDE, PASSED, SYMBOLS
+from edgekit.train.metrics import report_from_ranked
+
+SCHEMA_VERSION = 1
+__all__ = ["PASSED", "OUTSIDE", "FAILED", "SYMBOLS", "LEGEND"]
+
+
+@dataclass
+class Context:
+    labels: List[str]
+    y: np.ndarray                    # labels of the benchmarked test images
+    keras_ranked: np.ndarray         # Keras top-5 per image
+    manifest: dict
+    entries: List[dict]              # manifest entries picked for this run
+    validated: Optional[np.ndarray]  # positions of convert's validation images among them (None: not all benchmarked)
+    export: Path
+
+
+def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
+    acc = report_from_ranked(ctx.y[positions], ranked, ctx.labels)
+    acc["agreement"] = float((ranked[:, 0] == ctx.keras_ranked[positions, 0]).mean()) if len(ranked) else None
+    return acc
+
+
+def keras_row(ctx: Context, run_dir: Path) -> dict:
+    model = run_dir / "model.keras"
+    fp32 = [ctx.export / e["file"] for e in ctx.manifest.get("artifacts", []) if e.get("format") == "tflite-fp32" and e.get("file")]
+    return {"name": "keras", "kind": "reference", "device": "local", "status": PASSED, "symbol": SYMBOLS[PASSED],
+            "reason": None, "file": str(model), "engine": "tensorflow", "summary": "the trained Keras model (reference)",
+            "size_bytes": model.stat().st_size if model.is_file() else None,
+            "macs": count_macs(fp32[0]) if fp32 and fp32[0].is_file() else None,
+            "accuracy": _accuracy(ctx, ctx.keras_ranked, np.arange(len(ctx.y)))}
+
+
+def _headline(latency: List[dict]) -> Optional[dict]:
+    measured = [r for r in latency if "skipped" not in r]
+    if not measured:
+        return None
+    first = measured[0]
+    return {"threads": first["threads"], "batch": first["batch"]}
+
+
+def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray) -> List[dict]:
+    """Rows of one device's runner result; `positions` map its images onto ctx.y."""
+    by_name = {e["format"]: e for e in ctx.entries}
+    rows = []
+    for res in result.get("artifacts", []):
+        entry = by_name.get(res.get("name"), {})
+        status = entry.get("status", PASSED)
+        path = ctx.export / entry["file"] if entry.get("file") else None
+        row = {"name": res.get("name"), "kind": "artifact", "device": device, "status": status, "reason": None,
+               "file": entry.get("file"), "engine": res.get("engine") or entry.get("engine"),
+               "summary": entry.get("summary"), "size_bytes": entry.get("size_bytes"),
+               "macs": count_macs(path) if path is not None and path.is_file() else None,
+               "convert": {"status": status, "parity": entry.get("parity")}}
+        if status == OUTSIDE:
+            row["reason"] = "convert: " + "; ".join(m.get("message", "") for m in entry.get("mismatches") or []) \
+                if entry.get("mismatches") else "convert: outside tolerance"
+        if res.get("status") != "ok":
+            row.update(status=FAILED, reason=f"benchmark: {res.get('error', 'failed')}")
+        else:
+            ranked = np.asarray(res["accuracy"]["top_k"], np.int64)
+            row["accuracy"] = _accuracy(ctx, ranked, positions)
+            row["accuracy"]["seconds"] = res["accuracy"].get("seconds")
+            _check_against_convert(ctx, row, ranked, positions, entry)
+            row.update(cold=res.get("cold"), memory=res.get("memory"), input=res.get("input"))
+            row["latency"] = _with_gmacs(res.get("latency") or [], row["macs"])
+            row["headline"] = _headline(row["latency"])
+        row["symbol"] = SYMBOLS[row["status"]]
+        rows.append(row)
+    return rows
+
+
+def _check_against_convert(ctx: Context, row: dict, ranked: np.ndarray, positions: np.ndarray, entry: dict) -> None:
+    parity = entry.get("parity") or {}
+    if ctx.validated is None or len(positions) != len(ctx.y) or parity.get("accuracy") is None:
+        row["accuracy"]["convert_check"] = None
+        return
+    sub = ranked[ctx.validated, 0]
+    bench_acc = float((sub == ctx.y[ctx.validated]).mean())
+    same = abs(bench_acc - parity["accuracy"]) < 0.5 / len(sub)
+    row["accuracy"]["convert_check"] = {"images": int(len(sub)), "bench": bench_acc, "convert": parity["accuracy"],
+                                        "equal": same}
+    if not same and row["status"] == PASSED:
+        row.update(status=OUTSIDE, reason=f"accuracy on convert's {len(sub)} validation images is {bench_acc:.2%} "
+                                          f"here but {parity['accuracy']:.2%} in convert")
+
+
+def _with_gmacs(latency: List[dict], macs: Optional[int]) -> List[dict]:
+    for r in latency:
+        if "skipped" not in r and macs and r.get("run", {}).get("mean_ms"):
+            r["gmacs_per_s"] = round(macs * r["batch"] / (r["run"]["mean_ms"] / 1000) / 1e9, 3)
+    return latency
+
+
+def unexported_rows(ctx: Context, device: str) -> List[dict]:
+    rows = []
+    for e in ctx.entries:
+        if e.get("file") and (ctx.export / e["file"]).is_file():
+            continue
+        reason = e.get("error") or ("the artifact file is missing from the export directory" if e.get("file")
+                                    else "not exported")
+        rows.append({"name": e["format"], "kind": "artifact", "device": device, "status": FAILED,
+                     "symbol": SYMBOLS[FAILED], "reason": reason, "engine": e.get("engine"), "summary": e.get("summary")})
+    return rows
+
+
+def device_entry(device_id: str, host: Optional[str], result: dict) -> dict:
+    return {"id": device_id, "host": host, "fingerprint": result.get("device"), "health_before": result.get("health_before"),
+            "health_after": result.get("health_after"), "seconds": result.get("seconds"), "images": result.get("images")}
+
+
+def build(cfg, run_dir: Path, export: Path, labels: List[str], rows: List[dict], devices: List[dict],
+          n_images: int, y: np.ndarray) -> dict:
+    per_class = {labels[c]: int((y == c).sum()) for c in np.unique(y)}
+    return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(shlex.quote(a) for a in ["edge", *sys.argv[1:]]) if sys.argv[0].endswith("edge") else None,
+            "run_dir": str(run_dir), "export_dir": str(export), "labels": labels,
+            "settings": {"threads": list(cfg.threads) or "all", "batch": list(cfg.batch), "runs": cfg.runs,
+                         "warmup": cfg.warmup, "min_time": cfg.min_time, "max_time": cfg.max_time,
+                         "samples": n_images, "device_samples": cfg.device_samples if cfg.host else None},
+            "test_set": {"images": n_images, "split": "test", "per_class": per_class},
+            "devices": devices, "rows": rows, "comparison": None}
+
+
+def write_all(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "report.json", report)
+    from edgekit.benchmarks.markdown import render_markdown
+    write_text(out_dir / "report.md", render_markdown(report))
+    from edgekit.benchmarks.html import write_html
+    write_html(report, out_dir / "report.html")
+
+
+def headline_latency(row: dict) -> Optional[dict]:
+    h = row.get("headline")
+    if not h:
+        return None
+    for r in row.get("latency") or []:
+        if r.get("threads") == h["threads"] and r.get("batch") == h["batch"] and "skipped" not in r:
+            return r
+    return None
+
+
+def fmt_size(n: Optional[int]) -> str:
+    if not n:
+        return ""
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def fmt_macs(n: Optional[int]) -> str:
+    if not n:
+        return ""
+    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def summary_cells(row: dict) -> Dict[str, str]:
+    """The main table's cells for one row, shared by the console, Markdown and HTML tables."""
+    acc = row.get("accuracy") or {}
+    lat = headline_latency(row) or {}
+    run = lat.get("run") or {}
+    pct = lambda v: f"{v:.2%}" if isinstance(v, (int, float)) else ""  # noqa: E731
+    ms = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else ""  # noqa: E731
+    cold = (row.get("cold") or {}).get("cold_start_s")
+    rss = (row.get("memory") or {}).get("peak_rss_mb")
+    return {"status": row.get("symbol", ""), "artifact": row.get("name", ""), "device": row.get("device", ""),
+            "engine": row.get("engine") or "", "size": fmt_size(row.get("size_bytes")), "MACs": fmt_macs(row.get("macs")),
+            "top-1": pct(acc.get("top1")), "top-5": pct(acc.get("top5")), "agree": pct(acc.get("agreement")),
+            "p50 ms": ms(run.get("p50_ms")), "p90 ms": ms(run.get("p90_ms")), "p99 ms": ms(run.get("p99_ms")),
+            "img/s": f"{lat['throughput_ips']:.1f}" if lat.get("throughput_ips") else "",
+            "e2e p50": ms((lat.get("e2e") or {}).get("p50_ms")),
+            "overhead": f"{lat['overhead_pct']:+.1f}%" if isinstance(lat.get("overhead_pct"), (int, float)) else "",
+            "cold s": f"{cold:.3f}" if isinstance(cold, (int, float)) else "",
+            "RSS MB": f"{rss:.0f}" if isinstance(rss, (int, float)) else "",
+            "threads×batch": f"{lat['threads']}×{lat['batch']}" if lat else "",
+            "note": row.get("reason") or ""}
+
+
+COLUMNS = ["status", "artifact", "device", "engine", "size", "MACs", "top-1", "top-5", "agree", "threads×batch",
+           "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50", "overhead", "cold s", "RSS MB", "note"]
+RIGHT = {"size", "MACs", "top-1", "top-5", "agree", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50", "overhead",
+         "cold s", "RSS MB", "threads×batch"}
+
+
+# The console gets the columns that decide which artifact ships; report.md/.html have them all.
+CONSOLE = ["status", "artifact", "device", "engine", "size", "top-1", "agree", "p50 ms", "p99 ms", "img/s", "e2e p50",
+           "overhead", "cold s", "RSS MB", "note"]
+
+
+def console_table(report: dict, title: str = ""):
+    from rich.table import Table
+    devices = {r.get("device") for r in report["rows"]}
+    cols = [c for c in CONSOLE if c != "device" or len(devices) > 1]
+    t = Table(title=title or None, title_justify="left", caption=LEGEND, caption_justify="left")
+    for c in cols:
+        t.add_column(c, justify="right" if c in RIGHT else ("center" if c == "status" else "left"),
+                     no_wrap=c != "note", overflow="fold")
+    for row in report["rows"]:
+        cells = summary_cells(row)
+        t.add_row(*(cells[c] for c in cols))
+    return t

@@ -1,0 +1,194 @@
+"""edge bench on a tiny converted run: real artifacts through the real runtime in child processes, the three
+reports, statuses per row, agreement with what convert validated, failing artifacts as rows, the
+baseline gate, and bad input as one line. Figures are not asserted: speed belongs in `make bench`."""
+import json
+import shutil
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.benchmarks.config import BenchConfig
+from edgekit.benchmarks.run import bench
+from edgekit.cli import app
+from edgekit.convert import ConvertConfig, convert
+
+runner = CliRunner()
+FORMATS = "tflite-fp32,tflite-int8,onnx-fp32"
+FAST = dict(runs=3, warmup=1, threads=(1,), batch=(1, 4), latency_images=4)
+
+
+def cli(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    run = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("bench") / "run"))
+    # 12 validation images all from the test split, so bench can check convert's figures on them.
+    report = convert(ConvertConfig(run, formats=FORMATS, val_samples=12, calib_samples=24))
+    assert report.all_passed, [e.get("mismatches") or e.get("error") for e in report.entries]
+    return run
+
+
+@pytest.fixture(scope="module")
+def result(run_dir):
+    return bench(BenchConfig(run_dir, **FAST))
+
+
+def test_report_rows_statuses_and_figures(result, run_dir):
+    report = result.report
+    assert result.exit_code == 0 and result.out_dir == run_dir / "bench"
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["keras", "tflite-fp32", "tflite-int8", "onnx-fp32"]
+    assert {r["symbol"] for r in report["rows"]} == {"✅"}
+    assert report["test_set"]["images"] == 18 and report["schema_version"] == 1
+    rows = {r["name"]: r for r in report["rows"]}
+    keras = rows["keras"]["accuracy"]
+    for name in FORMATS.split(","):
+        row = rows[name]
+        acc = row["accuracy"]
+        # The same images through the same runtime: exactly convert's accuracy on its validation images.
+        assert acc["convert_check"]["equal"] and acc["convert_check"]["images"] == 12
+        assert acc["images"] == 18 and sum(map(sum, acc["confusion_matrix"])) == 18
+        if name.endswith("fp32"):
+            assert acc["agreement"] == 1.0 and acc["top1"] == keras["top1"]
+        cold = row["cold"]
+        assert 0 < cold["load_s"] < cold["cold_start_s"] and cold["interpreter_s"] > 0
+        settings = [(r["threads"], r["batch"]) for r in row["latency"]]
+        assert settings == [(1, 1), (1, 4)] and row["headline"] == {"threads": 1, "batch": 1}
+        for r in row["latency"]:
+            for kind in ("bare", "run", "e2e"):
+                s = r[kind]
+                assert s["n"] >= 3 and s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+                assert len(s["samples_ms"]) == s["n"]
+            assert r["throughput_ips"] > 0 and r["gmacs_per_s"] > 0
+        assert row["memory"]["peak_rss_mb"] >= row["memory"]["peak_rss_after_load_mb"] > 0
+    # MACs are counted from each file's own graph: the TFLite and ONNX float models agree, the int8 one too.
+    assert rows["tflite-fp32"]["macs"] == rows["onnx-fp32"]["macs"] == rows["tflite-int8"]["macs"] > 1_000_000
+    device = report["devices"][0]
+    assert device["id"] == "local" and device["fingerprint"]["architecture"] and device["fingerprint"]["python"]
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def test_three_reports_written_and_markdown_tables_line_up(result):
+    out = result.out_dir
+    assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "report.html"}
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(result.report))
+    md = (out / "report.md").read_text()
+    assert "tflite-int8" in md and "## Latency, every setting" in md
+    blocks, block = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            blocks.append(block)
+            block = []
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert len({_width(line) for line in block}) == 1, block
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2
+
+
+def test_failing_artifact_is_a_row_not_the_end(run_dir, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    onnx = run / "export" / "model_onnx-fp32.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:200])  # truncated after convert validated it
+    res = bench(BenchConfig(run, formats="onnx-fp32,tflite-int8", out=tmp_path / "out", **FAST))
+    rows = {r["name"]: r for r in res.report["rows"]}
+    assert rows["onnx-fp32"]["symbol"] == "❌" and "not a loadable ONNX model" in rows["onnx-fp32"]["reason"]
+    assert rows["tflite-int8"]["symbol"] == "✅" and rows["tflite-int8"]["latency"]
+    assert res.exit_code == 3
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_baseline_gate(result, run_dir, tmp_path):
+    old = json.loads((result.out_dir / "report.json").read_text())
+    for row in old["rows"]:
+        if row["name"] == "tflite-int8":
+            row["accuracy"]["top1"] += 0.10  # the baseline was 10 points better
+    baseline = tmp_path / "old.json"
+    baseline.write_text(json.dumps(old))
+    code, out = cli("bench", run_dir, "--formats", "tflite-int8", "--runs", 3, "--warmup", 1, "--threads", 1,
+                    "--out", tmp_path / "new", "--baseline", baseline, "--max-latency-growth", 1e6)
+    assert code == 4, out
+    assert "regression" in out and "tflite-int8 top1" in out
+    cmp = json.loads((tmp_path / "new" / "report.json").read_text())["comparison"]
+    assert not cmp["passed"] and [c["ok"] for c in cmp["checks"] if c["metric"] == "top1" and c["name"] == "tflite-int8"] == [False]
+    code, out = cli("bench", run_dir, "--formats", "tflite-int8", "--runs", 3, "--warmup", 1, "--threads", 1,
+                    "--out", tmp_path / "again", "--baseline", result.out_dir / "report.json", "--max-latency-growth", 1e6)
+    assert code == 0, out
+    assert "no regression" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--formats", "tflite-int9"], "Did you mean 'tflite-int8'"),
+    (["--threads", "1,two"], "--threads takes comma-separated whole numbers"),
+    (["--runs", "0"], "--runs must be at least 1"),
+    (["--baseline", "/nonexistent/report.json"], "baseline /nonexistent/report.json does not exist"),
+])
+def test_bad_options_are_one_line(run_dir, args, message):
+    code, out = cli("bench", run_dir, *args)
+    assert code == 2 and message in out and "Traceback" not in out, out
+
+
+def test_run_without_export_is_refused(tiny_run):
+    code, out = cli("bench", tiny_run)
+    assert code == 2 and "convert it first" in out and "Traceback" not in out
+
+
+def test_runner_kills_a_hung_artifact_and_refuses_a_bad_plan(run_dir, tmp_path):
+    from edgekit.benchmarks.plan import write_plan
+    import numpy as np
+    export = run_dir / "export"
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    plan = write_plan(tmp_path / "plan", [("tflite-fp32", export / "model_tflite-fp32.tflite")], export, x,
+                      np.array([0, 1]), BenchConfig(run_dir, runs=1000000, min_time=60, max_time=0), [0])
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "edgekit_runtime.cli", "bench", str(plan), "--out", str(out),
+                           "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["artifacts"][0]
+    assert row["status"] == "error" and "did not finish within 3 s" in row["error"]
+    (tmp_path / "plan" / "artifacts" / "model_tflite-fp32.tflite").unlink()
+    proc = subprocess.run([sys.executable, "-m", "edgekit_runtime.cli", "bench", str(plan), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "artifact file(s) not found" in proc.stderr
+
+
+def test_bench_on_a_device_over_ssh(run_dir, sshd, tmp_path):
+    """`edge bench --host` through a real sshd: the device's rows and fingerprint join the report."""
+    out = tmp_path / "remote"
+    code, text = cli("bench", run_dir, "--formats", "tflite-int8,onnx-fp32", "--runs", 3, "--warmup", 1,
+                     "--threads", 1, "--no-local", "--out", out, "--host", f"{sshd.user}@127.0.0.1",
+                     "--port", sshd.port, "--identity", sshd.user_key, "--known-hosts", sshd.known_hosts,
+                     "--device-python", sys.executable, "--device-samples", 9)
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    device = f"{sshd.user}@127.0.0.1"
+    assert [d["id"] for d in report["devices"]] == [device]
+    rows = [r for r in report["rows"] if r["kind"] == "artifact"]
+    assert [(r["name"], r["device"], r["symbol"]) for r in rows] == [("tflite-int8", device, "✅"),
+                                                                      ("onnx-fp32", device, "✅")]
+    assert all(r["accuracy"]["images"] == 9 and r["latency"] for r in rows)
+
+
+def test_unreachable_device_still_writes_local_results(run_dir, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    out = tmp_path / "out"
+    code, text = cli("bench", run_dir, "--formats", "tflite-int8", "--runs", 3, "--warmup", 1, "--threads", 1,
+                     "--out", out, "--host", "nobody@127.0.0.1", "--port", port)
+    assert code == 2, text
+    assert "refused" in text and "Traceback" not in text
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["name"], r["device"]) for r in report["rows"]] == [("keras", "local"), ("tflite-int8", "local")]
