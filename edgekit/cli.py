@@ -223,6 +223,26 @@ def bench(
 
 
 @app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A .tflite or .onnx file, or an export directory (model files + labels.txt + preprocess.json)."),
+    images: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, WebP, TIFF, ...)."),
+    top_k: int = typer.Option(3, help="Classes shown per image."),
+    format: Optional[str] = typer.Option(None, "--format", help="Which model of an export directory holding several (manifest name, file name or suffix such as int8)."),
+    engine: Optional[str] = typer.Option(None, help="litert, tflite or onnx. Default: the first installed that runs the file."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads. Default: all available."),
+    batch_size: int = typer.Option(32, help="Images decoded and run together."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+):
+    """Classify images with an exported artifact, through the device runtime (the same code as `edge-run predict`)."""
+    from edgekit_runtime.cli import main as run_main
+    argv = ["predict", str(model), *map(str, images), "--top-k", str(top_k), "--batch-size", str(batch_size)]
+    for flag, value in (("--format", format), ("--engine", engine), ("--threads", threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    raise typer.Exit(run_main(argv + (["--json"] if json_ else [])))
+
+
+@app.command()
 def presets():
     """List the model presets with their default input size, weights and normalisation."""
     from rich.table import Table

@@ -397,3 +397,17 @@ def test_device_process_never_imports_tensorflow(art):
     print("modules of TensorFlow/edgekit in the device process:", modules)
     assert label == LABELS[art.ref[0].argmax()]
     assert modules == "[]"
+
+
+def test_edge_predict_is_the_runtime_cli(art, capsys):
+    """`edge predict` (main CLI) prints what `edge-run predict` prints and exits like it on bad input."""
+    from typer.testing import CliRunner
+    from edgekit.cli import app
+    from edgekit_runtime.cli import main as run_main
+    assert run_main(["predict", str(art.export), str(art.paths[0]), "--format", "int8", "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    result = CliRunner().invoke(app, ["predict", str(art.export), str(art.paths[0]), "--format", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == expected
+    result = CliRunner().invoke(app, ["predict", str(art.export), str(art.paths[0])])
+    assert result.exit_code == 2 and "holds several models" in result.output
