@@ -320,3 +320,35 @@ def test_onnx_int8_calibrates_on_many_batches(tmp_path):
     ctx = ExportContext(_other_model(5), ["a", "b", "c"], spec, calibration=Images(x, None, spec, "train"))
     result = export_format(FORMATS["onnx-int8"], ctx, tmp_path)
     assert result.ok, result.error
+
+
+def test_onnx_int8_gemm_weights_use_7_bits_and_biases_are_corrected(tmp_path):
+    """x86 without VNNI sums u8*s8 pairs in int16 in ORT's GEMM kernels: GEMM weights (Conv, Dense) get 7 bits so
+    that 2 * 255 * 64 fits, depthwise weights (int32 kernel) keep 8; a Conv without bias gets a corrected one."""
+    import onnx
+    from onnx import numpy_helper
+    from edgekit.convert.calibration import Images
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(6, 1, use_bias=False)(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    spec = PreprocessSpec(16, 16, scale=(1 / 255,) * 3)
+    x = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    ctx = ExportContext(model, ["a", "b", "c"], spec, calibration=Images(x, None, spec, "train"))
+    result = export_format(FORMATS["onnx-int8"], ctx, tmp_path)
+    assert result.ok, result.error
+    q = onnx.load(str(result.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    dq = {n.output[0]: n.input[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    peaks = {}
+    for n in q.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul"):
+            w = inits[dq[n.input[1]]]
+            assert w.dtype == np.int8
+            depthwise = n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+            peaks[(n.op_type, depthwise)] = max(peaks.get((n.op_type, depthwise), 0), int(np.abs(w.astype(int)).max()))
+            assert n.op_type == "MatMul" or (len(n.input) > 2 and n.input[2])  # every Conv/Gemm has a bias now
+    assert peaks.pop(("Conv", True)) == 127
+    assert peaks and all(p <= 64 for p in peaks.values()), peaks
