@@ -100,7 +100,10 @@ def test_interrupt_then_resume(stop, tiny_folder, tmp_path, cache_dir):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edgekit", "train", "--data", str(tiny_folder), "--out", str(out),
            "--preset", "resnet8", "--epochs", "8", "--batch-size", "4", "--set", "early_stopping_patience=0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A job started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; give the child the default disposition a foreground command at a terminal has.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "checkpoints" / "train" / "state.json"
     deadline = time.time() + 240
     while time.time() < deadline and not state.exists():
