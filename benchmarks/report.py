@@ -203,15 +203,19 @@ RIGHT = {"size", "MACs", "top-1", "top-5", "agree", "p50 ms", "p90 ms", "p99 ms"
 
 
 # The console gets the columns that decide which artifact ships; report.md/.html have them all.
+# Reasons go under the table, one line each: a wrapped note column would squeeze every other column.
 CONSOLE = ["status", "artifact", "device", "engine", "size", "top-1", "agree", "p50 ms", "p99 ms", "img/s", "e2e p50",
-           "overhead", "cold s", "RSS MB", "note"]
+           "overhead", "cold s", "RSS MB"]
 
 
 def console_table(report: dict, title: str = ""):
     from rich.table import Table
     devices = {r.get("device") for r in report["rows"]}
     cols = [c for c in CONSOLE if c != "device" or len(devices) > 1]
-    t = Table(title=title or None, title_justify="left", caption=LEGEND, caption_justify="left")
+    from rich.markup import escape
+    notes = [escape(f"{r.get('symbol', '')} {r.get('name')}" + (f" on {r.get('device')}" if len(devices) > 1 else "")
+             + f": {r['reason']}") for r in report["rows"] if r.get("reason")]
+    t = Table(title=title or None, title_justify="left", caption="\n".join([LEGEND, *notes]), caption_justify="left")
     for c in cols:
         t.add_column(c, justify="right" if c in RIGHT else ("center" if c == "status" else "left"),
                      no_wrap=c != "note", overflow="fold")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit.convert.export import Exported, first_line
@@ -172,5 +173,6 @@ def table(entries: List[dict], title: str = "") -> Table:
         acc = f"{p['accuracy']:.1%}" if p.get("accuracy") is not None else ""
         note = e.get("error") or "; ".join(m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or [])
         t.add_row(e["symbol"], e["format"], _size(e.get("size_bytes")), _parity_text(e), acc,
-                  f"{e.get('convert_seconds', 0):.1f} s", note)
+                  f"{e.get('convert_seconds', 0):.1f} s", escape(note))  # notes quote e.g. 'edgekit-runtime[onnx]'
+
     return t

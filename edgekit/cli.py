@@ -24,7 +24,8 @@ def dflt(key: str) -> str:
 
 
 def _fail(exc: EdgeError) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -210,7 +211,8 @@ def bench(
         _fail(exc)
     console.print(console_table(result.report, title=str(result.out_dir)))
     for error in result.errors:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+        console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
     cmp = result.report.get("comparison")
     if cmp:
         bad = [c for c in cmp["checks"] if not c["ok"]]
