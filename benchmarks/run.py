@@ -131,7 +131,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
     runnable = [(e["format"], export / e["file"]) for e in entries
                 if e.get("file") and (export / e["file"]).is_file()]
     ctx = rp.Context(labels=source.labels, y=y, keras_ranked=keras_ranked, manifest=manifest, entries=entries,
-                     validated=_validated_positions(manifest, dataset, idx), export=export)
+                     validated=_validated_positions(manifest, dataset, idx), export=export,
+                     resized=tuple(dataset.test.x.shape[1:3]) != tuple(source.spec.size))
     rows: List[dict] = [rp.keras_row(ctx, run_dir)]
     devices: List[dict] = []
     errors: List[str] = []

@@ -192,3 +192,19 @@ def test_unreachable_device_still_writes_local_results(run_dir, tmp_path):
     assert "refused" in text and "Traceback" not in text
     report = json.loads((out / "report.json").read_text())
     assert [(r["name"], r["device"]) for r in report["rows"]] == [("keras", "local"), ("tflite-int8", "local")]
+
+
+def test_convert_check_lowers_status_unless_the_device_path_resizes(tmp_path):
+    """Same pixels must give convert's accuracy exactly; Pillow-resized ones (device path) may move a few."""
+    import numpy as np
+    from edgekit.benchmarks.report import Context, _check_against_convert
+    y = np.array([0, 1, 2, 0])
+    ranked = np.array([[0], [1], [0], [0]])  # 3 of 4 right here; convert recorded 4 of 4
+    entry = {"parity": {"accuracy": 1.0}}
+    for resized, status in ((False, "outside_tolerance"), (True, "passed")):
+        ctx = Context(labels=["a", "b", "c"], y=y, keras_ranked=ranked, manifest={}, entries=[],
+                      validated=np.arange(4), export=tmp_path, resized=resized)
+        row = {"status": "passed", "accuracy": {}}
+        _check_against_convert(ctx, row, ranked, np.arange(4), entry)
+        assert row["status"] == status and row["accuracy"]["convert_check"]["equal"] is False
+        assert ("note" in row["accuracy"]["convert_check"]) == resized
