@@ -6,6 +6,7 @@ usual metadata writer, is not installable with TF 2.21.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -39,8 +40,8 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
     if opts.get("io"):
         conv.inference_input_type = conv.inference_output_type = IO_DTYPES[opts["io"]]
     try:
-        with quiet_native_stderr() as log:
-            blob = conv.convert()
+        with _bias_corrected(fmt, ctx, model, notes), quiet_native_stderr() as log:
+            blob = conv.convert()  # traces the model now, with the corrected biases
     except Exception as exc:  # ConverterError, or ValueError for impossible option combinations
         text = str(exc) + "".join(log)
         if ctx.select_tf_ops and opts.get("calibrate") and "Flex delegate" in text:
@@ -54,6 +55,25 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
         notes.append(f"metadata not embedded ({type(exc).__name__}: {first_line(exc, 100)})")
     path.write_bytes(blob)
     return notes
+
+
+def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
+    """The context the conversion runs in: the model's biases corrected for int8 weight rounding, if asked.
+
+    Measured once per convert run (tflite-int8 and tflite-int16x8 round the same weights alike). A model
+    the correction cannot handle is converted as it is, with a note; validation still judges the result.
+    """
+    if not fmt.options.get("bias_correction") or model is not ctx.model:
+        return contextlib.nullcontext(0)
+    from edgekit.convert.bias_correction import corrected_weights, measure
+    images = ctx.require_calibration(fmt)
+    try:
+        shifts = ctx.shared("tflite_bias_shifts", lambda: measure(model, images.batches(32)))
+    except (ValueError, TypeError, tf.errors.OpError) as exc:
+        notes.append(f"bias correction skipped ({type(exc).__name__}: {first_line(exc, 100)})")
+        return contextlib.nullcontext(0)
+    notes.append(f"bias correction on {len(shifts)} layer(s)")
+    return corrected_weights(shifts)
 
 
 def qat_model(fmt: Format, ctx: ExportContext) -> keras.Model:
