@@ -63,8 +63,11 @@ class Format:
 
 
 FLOAT_EXACT = Tolerance(max_abs=1e-4, mean_abs=1e-5)
-# fp16 weights are rounded to 11 significant bits; probabilities move by about 1e-3.
-FLOAT16 = Tolerance(max_abs=2e-2, mean_abs=2e-3)
+# fp16 weights are rounded to 11 significant bits: logits move by up to ~1 % through a deep net, which moves a
+# probability near 0.5 by up to ~0.025 (MobileNetV2 fine-tuned on CIFAR-10: max 0.027 on 1,000 images, mean 4e-4,
+# 99.6 % top-1 agreement). The max is a tail statistic that grows with the image count, so it only has to catch
+# gross errors; the mean carries the judgement.
+FLOAT16 = Tolerance(max_abs=5e-2, mean_abs=2e-3)
 
 # bias_correction (tflite-int8, tflite-int16x8): the mean error that rounding the weights to int8 adds to each
 # output channel is measured on the calibration images and folded into the biases before conversion
