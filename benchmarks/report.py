@@ -34,7 +34,7 @@ class Context:
     entries: List[dict]              # manifest entries picked for this run
     validated: Optional[np.ndarray]  # positions of convert's validation images among them (None: not all benchmarked)
     export: Path
-    resized: bool = False            # stored images differ from the model size: the runtime resizes them itself
+    resized: bool = False            # stored images are smaller than the model: both sides enlarge them in float
 
 
 def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
@@ -99,15 +99,15 @@ def _check_against_convert(ctx: Context, row: dict, ranked: np.ndarray, position
         return
     sub = ranked[ctx.validated, 0]
     bench_acc = float((sub == ctx.y[ctx.validated]).mean())
-    same = abs(bench_acc - parity["accuracy"]) < 0.5 / len(sub)
+    exact = abs(bench_acc - parity["accuracy"]) < 0.5 / len(sub)
+    # Images smaller than the model are enlarged in float on both paths (tf.image in convert, numpy in the
+    # runtime); their last-bit differences may move one near-tie, never more.
+    same = exact or (ctx.resized and abs(bench_acc - parity["accuracy"]) < 1.5 / len(sub))
     row["accuracy"]["convert_check"] = {"images": int(len(sub)), "bench": bench_acc, "convert": parity["accuracy"],
-                                        "equal": same}
-    if not same and ctx.resized:
-        # Convert feeds the artifact training's tf.image resize; the device path resizes with Pillow to uint8
-        # (within one uint8 step of it), which moves a few predictions: a preprocessing fact, not an artifact fault.
-        row["accuracy"]["convert_check"]["note"] = ("images resized on the device path (Pillow, uint8) but with "
-                                                    "tf.image in convert: not expected to be equal")
-        return
+                                        "equal": exact}
+    if same and not exact:
+        row["accuracy"]["convert_check"]["note"] = ("one image apart: images enlarged in float by tf.image in convert "
+                                                    "and by the runtime here (last-bit differences)")
     if not same and row["status"] == PASSED:
         row.update(status=OUTSIDE, reason=f"accuracy on convert's {len(sub)} validation images is {bench_acc:.2%} "
                                           f"here but {parity['accuracy']:.2%} in convert")

@@ -132,7 +132,7 @@ def bench(cfg: BenchConfig) -> BenchResult:
                 if e.get("file") and (export / e["file"]).is_file()]
     ctx = rp.Context(labels=source.labels, y=y, keras_ranked=keras_ranked, manifest=manifest, entries=entries,
                      validated=_validated_positions(manifest, dataset, idx), export=export,
-                     resized=tuple(dataset.test.x.shape[1:3]) != tuple(source.spec.size))
+                     resized=_smaller(dataset.test.x.shape[1:3], source.spec.size))
     rows: List[dict] = [rp.keras_row(ctx, run_dir)]
     devices: List[dict] = []
     errors: List[str] = []
@@ -206,3 +206,8 @@ def _remote(cfg: BenchConfig, ctx: "rp.Context", runnable, export: Path, dataset
     except RemoteError as exc:
         return [], None, str(exc)  # RemoteError names the host itself
     return rp.artifact_rows(ctx, result, cfg.host, pos), rp.device_entry(cfg.host, cfg.host, result), None
+
+
+def _smaller(stored, size) -> bool:
+    """Stored images smaller than the model input, which both convert and the runtime enlarge in float."""
+    return tuple(stored) != tuple(size) and all(a <= b for a, b in zip(stored, size))

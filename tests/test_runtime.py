@@ -411,3 +411,50 @@ def test_edge_predict_is_the_runtime_cli(art, capsys):
     assert json.loads(result.stdout) == expected
     result = CliRunner().invoke(app, ["predict", str(art.export), str(art.paths[0])])
     assert result.exit_code == 2 and "holds several models" in result.output
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_integer_input_lookup_equals_the_float_path(art, order):
+    """predict() looks pixels up in a per-channel table for integer-input models; it must give exactly what
+    normalising then quantizing (run on preprocess) gives, with per-channel scales and either channel order."""
+    spec = PreprocessSpec(SIZE, SIZE, scale=(0.0171, 0.0175, 0.0174), offset=(-2.1, -2.03, -1.8), channel_order=order)
+    for fmt in ("int8", "16x8"):
+        clf = load(art, fmt, spec=spec)
+        assert clf._lut is not None and clf._lut.shape == (3, 256) and not (clf._lut[0] == clf._lut[2]).all()
+        np.testing.assert_array_equal(clf.predict(art.paths), clf.run(clf.preprocess(art.paths)))
+    assert load(art, "fp32.tflite")._lut is None
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (5, 11), (16, 9), (1, 1)])
+def test_enlarging_matches_the_training_pipeline_in_float(art, shape):
+    """Images smaller than the model input are enlarged in float exactly as training's tf.image.resize does,
+    so a device sees the input the model was validated on (not one rounded to uint8 on the way)."""
+    import tensorflow as tf
+    from edgekit.train.pipeline import to_model_input
+    from edgekit_runtime.image import enlarge
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, (3, *shape, 3), dtype=np.uint8)
+    want = tf.image.resize(tf.constant(pixels, tf.float32), (SIZE, SIZE), method="bilinear").numpy()
+    got = np.stack([enlarge(p, (SIZE, SIZE)) for p in pixels])
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    for fmt in ("fp32.tflite", "int8"):
+        clf = load(art, fmt)
+        x = clf.preprocess(list(pixels))
+        np.testing.assert_allclose(x, to_model_input(tf.constant(pixels), SPEC).numpy(), atol=2e-6)
+        np.testing.assert_array_equal(clf.predict(list(pixels)), clf.run(x))  # the table is skipped for float pixels
+
+
+def test_lookup_shortcuts_give_the_same_input(art):
+    """Tables that are the identity (uint8) or pixel - 128 (int8) are replaced by a copy or a flipped top bit."""
+    from edgekit_runtime.classifier import _table_kind
+    levels = np.arange(256, dtype=np.uint8)
+    flipped = np.bitwise_xor(levels, np.uint8(0x80)).view(np.int8)
+    np.testing.assert_array_equal(flipped.astype(int), levels.astype(int) - 128)
+    assert _table_kind(np.stack([flipped] * 3)) == "minus128" and _table_kind(np.stack([levels] * 3)) == "identity"
+    assert _table_kind(np.stack([levels, levels, levels[::-1]])) is None
+    clf = load(art, "int8")
+    s, zp = clf.engine.input.scale, clf.engine.input.zero_point
+    spec = PreprocessSpec(SIZE, SIZE, scale=(s,) * 3, offset=(-zp * s,) * 3)  # makes the table the identity
+    clf = load(art, "int8", spec=spec)
+    assert clf._lut_kind == "identity"
+    np.testing.assert_array_equal(clf.predict(art.paths), clf.run(clf.preprocess(art.paths)))

@@ -5,6 +5,7 @@ rather than rejected; transparent pixels are composited over white, as an image 
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 from typing import Optional, Tuple, Union
@@ -81,3 +82,37 @@ def resize_rgb(img: Image.Image, size: Tuple[int, int]) -> np.ndarray:
     if img.size != (width, height):
         img = img.resize((width, height), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
+
+
+def is_enlargement(width: int, height: int, size: Tuple[int, int]) -> bool:
+    """An image no larger than the model input on either side (CIFAR's 32 px into a 96 px model)."""
+    return (width, height) != (size[1], size[0]) and width <= size[1] and height <= size[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) interpolation matrix of TensorFlow's bilinear resize with half-pixel centres."""
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    floor = np.floor(pos)
+    lower = np.clip(floor, 0, n_in - 1).astype(np.int64)
+    upper = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
+    frac = pos - floor
+    w = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    np.add.at(w, (rows, lower), 1.0 - frac)
+    np.add.at(w, (rows, upper), frac)
+    return w.astype(np.float32)
+
+
+def enlarge(pixels: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w, 3) → float32 (height, width, 3): bilinear with half-pixel centres, kept in float.
+
+    Training enlarges small images this way inside its pipeline (tf.image.resize); doing it here too,
+    instead of Pillow's resize rounded back to uint8, gives the device the very input the model was
+    validated on (rounding to uint8 moves a pixel by up to half a step, enough to flip a near tie).
+    """
+    height, width = size
+    wy, wx = _bilinear_weights(pixels.shape[0], height), _bilinear_weights(pixels.shape[1], width)
+    x = pixels.astype(np.float32)
+    rows = np.einsum("oh,hwc->owc", wy, x)
+    return np.einsum("pw,owc->opc", wx, rows)
