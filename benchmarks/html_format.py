@@ -14,7 +14,7 @@ from edgekit.benchmarks.report import SYMBOLS, fmt_macs, fmt_size
 STATUS_TEXT = {"passed": "passed", "outside_tolerance": "outside tolerance", "failed": "failed"}
 LEGEND = "✅ exported and validated · ❎ exported, outside tolerance · ❌ failed"
 KIND_HELP = {"bare": "the engine's own invoke() on an input already set",
-             "run": "Classifier.run on preprocessed input: quantize → invoke → dequantize",
+             "run": "Classifier.predict on uint8 frames at the model's size: normalise/quantize → invoke → dequantize",
              "e2e": "JPEG decode → resize → normalise → run → top-k"}
 
 
