@@ -104,7 +104,8 @@ def render_markdown(report: dict) -> str:
              + (f" · `{report['command']}`" if report.get("command") else ""), "",
              "## Devices", "", *_device_lines(report), "",
              "## Summary", "", main, "", LEGEND + ". Latency columns: the headline setting (threads×batch), "
-             "`run` = runtime call on preprocessed input; e2e = JPEG decode + preprocessing + inference + top-k; "
+             "`run` = the runtime's predict on uint8 frames at the model's size; "
+             "e2e = JPEG decode + preprocessing + inference + top-k; "
              "overhead = runtime call over the bare interpreter invoke().", ""]
     if measured:
         parts += ["## Latency, every setting (ms)", "", _latency_table(measured), "",

@@ -177,12 +177,20 @@ def test_run_takes_float_input_and_quantizes_itself(art):
         clf.run(x[:, :8])
 
 
-def test_normalize_into_a_buffer_is_bit_identical():
-    spec = PreprocessSpec(8, 8, scale=(0.017, 0.0175, 0.0171), offset=(-2.1, -2.03, -1.8), channel_order="BGR")
+@pytest.mark.parametrize("scale,offset,order", [((0.017, 0.0175, 0.0171), (-2.1, -2.03, -1.8), "BGR"),
+                                                ((0.017, 0.0175, 0.0171), (-2.1, -2.03, -1.8), "RGB"),
+                                                ((1 / 127.5,) * 3, (-1.0,) * 3, "RGB"), ((1 / 255,) * 3, (0.0,) * 3, "BGR")])
+def test_normalize_is_float32_arithmetic_per_element(scale, offset, order):
+    """Into a buffer or not, shared or per-channel parameters: float32(pixel) * scale + offset, channel by channel."""
+    spec = PreprocessSpec(8, 8, scale=scale, offset=offset, channel_order=order)
     pixels = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     buf = np.empty(pixels.shape, np.float32)
     assert spec.normalize(pixels, out=buf) is buf
     np.testing.assert_array_equal(buf, spec.normalize(pixels))
+    src = pixels[..., ::-1] if order == "BGR" else pixels
+    want = src.astype(np.float32) * np.asarray(scale, np.float32) + np.asarray(offset, np.float32)
+    np.testing.assert_array_equal(buf, want)
+    assert buf.dtype == np.float32
 
 
 # ---------------------------------------------------------------------------------- batching

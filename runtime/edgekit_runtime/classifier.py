@@ -195,6 +195,7 @@ class Classifier:
         Normalising then quantizing maps each pixel value of a channel to one integer, so the table is
         computed once through exactly that float path (`run`'s arithmetic) and `predict` then looks pixels
         up instead: the same values, without the float detour (one pass instead of six per frame).
+        Float models need no table: their normalisation is already two passes.
         """
         if self._engine.input.dtype.kind == "f":
             return None
@@ -204,11 +205,10 @@ class Classifier:
             x = self._spec.normalize(levels)
         else:
             x = _luma(levels)[..., None].astype(np.float32) * np.float32(self._spec.scale[0]) + np.float32(self._spec.offset[0])
-        q = _quantize(x, self._engine.input)
-        return np.ascontiguousarray(q.reshape(256, c).T)
+        return np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, c).T)
 
     def _lookup(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 pixels → integer model input through the pixel table (predict's path for quantized models)."""
+        """uint8 pixels → model input through the pixel table (predict's path for decoded frames)."""
         n, h, w, _ = pixels.shape
         c = self._input_shape[2]
         q = self._buffer("q", (n, h, w, c), self._engine.input.dtype)
@@ -222,10 +222,10 @@ class Classifier:
             np.bitwise_xor(pixels, np.uint8(0x80), out=q.view(np.uint8))
             return q
         if not bgr and self._lut_kind == "shared":
-            np.take(self._lut[0], pixels, out=q)
+            _take(self._lut[0], pixels, q)
             return q
         for k in range(3):
-            q[..., k] = self._lut[k][pixels[..., 2 - k if bgr else k]]
+            _take(self._lut[k], pixels[..., 2 - k if bgr else k], q[..., k])
         return q
 
     @staticmethod
@@ -265,6 +265,17 @@ class Classifier:
         if info.quantized:
             return (y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
         return y.astype(np.float32, copy=True)
+
+
+def _take(table: np.ndarray, pixels: np.ndarray, out: np.ndarray, chunk: int = 4096) -> None:
+    """out = table[pixels], a slice at a time: np.take widens indices to int64 (8x the frame), and a whole
+    frame of those evicts the model's weights from the cache right before invoke() needs them."""
+    if not pixels.flags.c_contiguous or not out.flags.c_contiguous:  # per-channel views: small strided takes
+        np.take(table, pixels, out=out, mode="clip")
+        return
+    flat_in, flat_out = pixels.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_in.size, chunk):
+        np.take(table, flat_in[i:i + chunk], out=flat_out[i:i + chunk], mode="clip")
 
 
 def _table_kind(lut: Optional[np.ndarray]) -> Optional[str]:
