@@ -90,29 +90,31 @@ def is_enlargement(width: int, height: int, size: Tuple[int, int]) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) interpolation matrix of TensorFlow's bilinear resize with half-pixel centres."""
-    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+def _half_pixel_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower/upper source index and float32 weight per output index, computed as TensorFlow's CPU kernel
+    does (resize_bilinear_op.cc, HalfPixelScaler: in = (i + 0.5f) * scale - 0.5f, all float32)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    pos = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
     floor = np.floor(pos)
-    lower = np.clip(floor, 0, n_in - 1).astype(np.int64)
-    upper = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
-    frac = pos - floor
-    w = np.zeros((n_out, n_in), np.float64)
-    rows = np.arange(n_out)
-    np.add.at(w, (rows, lower), 1.0 - frac)
-    np.add.at(w, (rows, upper), frac)
-    return w.astype(np.float32)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(pos).astype(np.int64), n_in - 1)
+    return lower, upper, (pos - floor).astype(np.float32)
 
 
 def enlarge(pixels: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """uint8 (h, w, 3) → float32 (height, width, 3): bilinear with half-pixel centres, kept in float.
 
-    Training enlarges small images this way inside its pipeline (tf.image.resize); doing it here too,
-    instead of Pillow's resize rounded back to uint8, gives the device the very input the model was
-    validated on (rounding to uint8 moves a pixel by up to half a step, enough to flip a near tie).
+    Training enlarges small images this way inside its pipeline (tf.image.resize); this is the same
+    arithmetic in the same order (top = tl + (tr - tl) * x_lerp, likewise bottom, then
+    top + (bottom - top) * y_lerp, in float32), so the device feeds the model bit for bit the input
+    convert validated it on. Rounding to uint8 instead (Pillow) moves pixels by up to half a step, and
+    for a [-1, 1] model quantized with zero point 127 many enlarged pixels sit exactly on a rounding tie.
     """
     height, width = size
-    wy, wx = _bilinear_weights(pixels.shape[0], height), _bilinear_weights(pixels.shape[1], width)
-    x = pixels.astype(np.float32)
-    rows = np.einsum("oh,hwc->owc", wy, x)
-    return np.einsum("pw,owc->opc", wx, rows)
+    y0, y1, ylerp = _half_pixel_taps(pixels.shape[0], height)
+    x0, x1, xlerp = _half_pixel_taps(pixels.shape[1], width)
+    src = pixels.astype(np.float32)
+    left, right = src[:, x0], src[:, x1]
+    rows = left + (right - left) * xlerp[None, :, None]  # each source row lerped along x once, then shared
+    top, bottom = rows[y0], rows[y1]
+    return top + (bottom - top) * ylerp[:, None, None]
