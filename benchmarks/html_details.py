@@ -12,7 +12,7 @@ from edgekit.benchmarks.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f
                                             table, td)
 
 KINDS = ("bare", "run", "e2e")
-KIND_TEXT = {"bare": "bare invoke()", "run": "runtime run()", "e2e": "end to end"}
+KIND_TEXT = {"bare": "bare invoke()", "run": "runtime predict()", "e2e": "end to end"}
 COLD_PARTS = (("interpreter_s", "interpreter start"), ("import_s", "runtime import"),
               ("engine_import_s", "engine import"), ("load_s", "model load"),
               ("first_inference_s", "first inference"))
@@ -142,7 +142,7 @@ def _latency_table(row: dict) -> str:
     h = headline_entry(row)
     header = [("Threads", "num", ""), ("Batch", "num", ""), ("Kind", "", ""), ("n", "num", "timed calls"),
               ("p50", "num", ""), ("p90", "num", ""), ("p99", "num", ""), ("mean", "num", ""), ("std", "num", ""),
-              ("min", "num", ""), ("max", "num", ""), ("Overhead", "num", "run() p50 over bare invoke() p50"),
+              ("min", "num", ""), ("max", "num", ""), ("Overhead", "num", "predict() p50 over bare invoke() p50"),
               ("img/s", "num", ""), ("GMAC/s", "num", "")]
     body = []
     for x in entries:

@@ -133,14 +133,14 @@ MAIN_COLS = [
     ("top5", "Top-5", "num", "top-5 accuracy on the test split"),
     ("agree", "Agree", "num", "top-1 agreement with the Keras model"),
     ("setting", "Thr×batch", "num", "threads × batch of the headline latency setting"),
-    ("p50", "p50 ms", "num", "runtime run() latency per call, headline setting"),
-    ("p90", "p90 ms", "num", "runtime run() latency per call, headline setting"),
-    ("p99", "p99 ms", "num", "runtime run() latency per call, headline setting"),
+    ("p50", "p50 ms", "num", "runtime predict() latency per call, headline setting"),
+    ("p90", "p90 ms", "num", "runtime predict() latency per call, headline setting"),
+    ("p99", "p99 ms", "num", "runtime predict() latency per call, headline setting"),
     ("e2e", "e2e p50 ms", "num", KIND_HELP["e2e"]),
-    ("ips", "img/s", "num", "throughput of run() at the headline setting"),
+    ("ips", "img/s", "num", "throughput of predict() at the headline setting"),
     ("cold", "Cold start", "num", "process start → first prediction (imports, model load, first inference)"),
     ("rss", "Peak RSS", "num", "peak resident memory of the benchmark process"),
-    ("overhead", "Overhead", "num", "runtime run() p50 over the bare interpreter invoke() p50"),
+    ("overhead", "Overhead", "num", "runtime predict() p50 over the bare interpreter invoke() p50"),
     ("reason", "Note", "", ""),
 ]
 
@@ -225,9 +225,9 @@ def summary_table(rows: List[dict], several: bool) -> str:
         t, b = next(iter(settings))
         setting = f" ({e(threads_text(t))}, batch {e(b)})"
     return (table(header, body, "main")
-            + f'<p class="legend">{e(LEGEND)}. Latency: per call of the runtime\'s <code>run()</code> on preprocessed '
-              f"input at the headline setting{setting}; e2e adds JPEG decode, preprocessing and top-k; overhead is "
-              "run() over the bare interpreter <code>invoke()</code>. <b class=\"best-key\">Bold blue</b>: best in "
+            + f'<p class="legend">{e(LEGEND)}. Latency: per call of the runtime\'s <code>predict()</code> on a uint8 '
+              f"frame at the model's size, at the headline setting{setting}; e2e adds JPEG decode, resize and top-k; "
+              "overhead is predict() over the bare interpreter <code>invoke()</code>. <b class=\"best-key\">Bold blue</b>: best in "
               "its column. The Keras reference row (shaded) has no latency.</p>")
 
 
@@ -271,7 +271,7 @@ def plots_section(report: dict) -> str:
     out = []
     png, err = make(plots.pareto)
     out.append(err or figure(png, "accuracy vs p50 latency",
-                              "Top-1 accuracy against p50 latency of the runtime's <code>run()</code>. Marker area "
+                              "Top-1 accuracy against p50 latency of the runtime's <code>predict()</code>. Marker area "
                               "is proportional to file size, colour is the status; ringed points joined by the line "
                               "form the Pareto front (no other artifact is both faster and more accurate). The "
                               "dashed line is the Keras reference model.")
@@ -279,18 +279,18 @@ def plots_section(report: dict) -> str:
     png, err = make(plots.latency_distributions)
     out.append(err or figure(png, "latency distributions",
                               "Latency per call at the headline setting: bare interpreter <code>invoke()</code>, "
-                              "the runtime's <code>run()</code>, and end to end (JPEG decode → preprocessing → "
+                              "the runtime's <code>predict()</code>, and end to end (JPEG decode → preprocessing → "
                               "inference → top-k). Boxes span the quartiles with the median marked; whiskers reach "
                               "p1 and p99; dots are the rest.")
                or '<p class="note">No latency samples recorded.</p>')
     png, err = make(plots.thread_scaling)
-    out.append(err or figure(png, "thread scaling", "p50 latency of <code>run()</code> per thread count, one panel "
+    out.append(err or figure(png, "thread scaling", "p50 latency of <code>predict()</code> per thread count, one panel "
                                                      "per batch size. A flat line means extra threads do not help.")
                or '<p class="note">Thread scaling: one thread count measured: pass <code>--threads 1,2,4</code>.</p>')
     fn = getattr(plots, "throughput", None)
     if fn is not None:
         png, err = make(fn)
-        out.append(err or figure(png, "throughput vs batch", "Images per second of <code>run()</code> against the "
+        out.append(err or figure(png, "throughput vs batch", "Images per second of <code>predict()</code> against the "
                                                               "batch size, one panel per thread count.")
                    or '<p class="note">Throughput: one batch size measured: pass <code>--batch 1,8</code>.</p>')
     return "\n".join(out)

@@ -17,7 +17,7 @@ from edgekit.benchmarks.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, R
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
 
 KINDS = ("bare", "run", "e2e")
-KIND_LABELS = {"bare": "bare invoke()", "run": "runtime run()", "e2e": "end to end (JPEG → top-k)"}
+KIND_LABELS = {"bare": "bare invoke()", "run": "runtime predict()", "e2e": "end to end (JPEG → top-k)"}
 KIND_COLOURS = {"bare": "#4C78A8", "run": "#F58518", "e2e": "#54A24B"}
 MIN_BOX = 10  # fewer samples than this are drawn as dots, not as a box plot
 
