@@ -24,6 +24,7 @@ from edgekit.benchmarks.config import BenchConfig
 from edgekit.benchmarks.plan import write_plan
 from edgekit.errors import EdgeError
 from edgekit.progress import console, progress_bar
+from edgekit_runtime.image import is_enlargement
 
 EXIT_NOT_ALL_PASSED, EXIT_REGRESSION = 3, 4
 
@@ -132,7 +133,7 @@ def bench(cfg: BenchConfig) -> BenchResult:
                 if e.get("file") and (export / e["file"]).is_file()]
     ctx = rp.Context(labels=source.labels, y=y, keras_ranked=keras_ranked, manifest=manifest, entries=entries,
                      validated=_validated_positions(manifest, dataset, idx), export=export,
-                     resized=_smaller(dataset.test.x.shape[1:3], source.spec.size))
+                     resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size))
     rows: List[dict] = [rp.keras_row(ctx, run_dir)]
     devices: List[dict] = []
     errors: List[str] = []
@@ -206,8 +207,3 @@ def _remote(cfg: BenchConfig, ctx: "rp.Context", runnable, export: Path, dataset
     except RemoteError as exc:
         return [], None, str(exc)  # RemoteError names the host itself
     return rp.artifact_rows(ctx, result, cfg.host, pos), rp.device_entry(cfg.host, cfg.host, result), None
-
-
-def _smaller(stored, size) -> bool:
-    """Stored images smaller than the model input, which both convert and the runtime enlarge in float."""
-    return tuple(stored) != tuple(size) and all(a <= b for a, b in zip(stored, size))

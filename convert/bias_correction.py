@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -57,15 +57,20 @@ def _folding_bn(layer):
     return None
 
 
+def symmetric_fake_quant(w: np.ndarray, reduce: Optional[Tuple[int, ...]], qmax: float) -> np.ndarray:
+    """Symmetric integer rounding back in float: scale = max|w| / qmax over the `reduce` axes (None: the whole
+    tensor, per-tensor), values rounded and clipped to -qmax..qmax. TFLite and ONNX Runtime both round so."""
+    scale = np.abs(w).max(axis=reduce, keepdims=True) / qmax
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.round(w / scale), -qmax, qmax) * scale
+
+
 def fake_quant(kernel: np.ndarray, kind: str) -> np.ndarray:
     """TFLite's per-output-channel symmetric int8 rounding of a kernel, back in float."""
     if kind == "DepthwiseConv2D":   # (kh, kw, C, M): TFLite's output channel is C*M
-        red = (0, 1)
-    else:                           # Conv2D (kh, kw, Cin, Cout) and Dense (in, out): the last axis
-        red = tuple(range(kernel.ndim - 1))
-    scale = np.abs(kernel).max(axis=red, keepdims=True) / QMAX
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.clip(np.round(kernel / scale), -QMAX, QMAX) * scale
+        return symmetric_fake_quant(kernel, (0, 1), QMAX)
+    # Conv2D (kh, kw, Cin, Cout) and Dense (in, out): one scale per last-axis channel
+    return symmetric_fake_quant(kernel, tuple(range(kernel.ndim - 1)), QMAX)
 
 
 def _target(layer) -> Optional[Target]:
@@ -85,8 +90,8 @@ def _target(layer) -> Optional[Target]:
     return Target(layer, bn, kernel, fake_quant(kernel, kind) - kernel)
 
 
-def _targets(model) -> Dict[str, List]:
-    """Per functional (sub)model: the layers to correct and the nested models to descend into."""
+def _targets(model) -> Dict[int, tuple]:
+    """{id(model): (model, targets, nested models)} for the model and every functional model nested in it."""
     plan: Dict[int, tuple] = {}
 
     def visit(m):

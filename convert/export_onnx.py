@@ -159,11 +159,9 @@ def weight_axis(node) -> Dict[str, int]:
 
 
 def _fake_quant(w: np.ndarray, axis: Optional[int], qmax: float) -> np.ndarray:
-    """quantize_static's symmetric int8 weight rounding (scale = max|w| / qmax, qmax 127, or 64 with reduce_range)."""
-    red = tuple(a for a in range(w.ndim) if a != axis) if axis is not None else None
-    scale = np.abs(w).max(axis=red, keepdims=True) / qmax
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.clip(np.round(w / scale), -qmax, qmax) * scale
+    """quantize_static's symmetric int8 weight rounding (qmax 127, or 64 with reduce_range), per channel on `axis`."""
+    from edgekit.convert.bias_correction import symmetric_fake_quant
+    return symmetric_fake_quant(w, tuple(a for a in range(w.ndim) if a != axis) if axis is not None else None, qmax)
 
 
 def correct_biases(model, layers: list, images, per_channel: bool, seven_bit: Set[str]) -> int:

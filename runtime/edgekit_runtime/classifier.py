@@ -199,13 +199,9 @@ class Classifier:
         """
         if self._engine.input.dtype.kind == "f":
             return None
-        c = self._input_shape[2]
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 1, 256, 3)
-        if c == 3:
-            x = self._spec.normalize(levels)
-        else:
-            x = _luma(levels)[..., None].astype(np.float32) * np.float32(self._spec.scale[0]) + np.float32(self._spec.offset[0])
-        return np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, c).T)
+        x = self._normalized(levels, reuse=False)
+        return np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, -1).T)
 
     def _lookup(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels → model input through the pixel table (predict's path for decoded frames)."""
