@@ -428,9 +428,35 @@ def test_integer_input_lookup_equals_the_float_path(art, order):
     spec = PreprocessSpec(SIZE, SIZE, scale=(0.0171, 0.0175, 0.0174), offset=(-2.1, -2.03, -1.8), channel_order=order)
     for fmt in ("int8", "16x8"):
         clf = load(art, fmt, spec=spec)
-        assert clf._lut is not None and clf._lut.shape == (3, 256) and not (clf._lut[0] == clf._lut[2]).all()
+        table = clf._table.table
+        assert table.shape == (3, 256) and not (table[0] == table[2]).all()
         np.testing.assert_array_equal(clf.predict(art.paths), clf.run(clf.preprocess(art.paths)))
-    assert load(art, "fp32.tflite")._lut is None
+    assert load(art, "fp32.tflite")._table is None
+
+
+@pytest.mark.parametrize("fmt", ["fp32.tflite", "int8", "16x8", "fp32.onnx"])
+def test_frames_at_model_size_go_straight_into_the_engine(art, fmt):
+    """A camera loop's frames (uint8 at the model's size: one array, a list of one, a batch) are written
+    straight into the engine's input buffer; the result equals the float path for every table kind
+    (shared [-1, 1] table, per-channel BGR table, float normalisation), repeatedly (buffers reused)."""
+    from edgekit_runtime.pixel_table import PixelTable
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    bgr = PreprocessSpec(SIZE, SIZE, scale=(0.0171, 0.0175, 0.0174), offset=(-2.1, -2.03, -1.8), channel_order="BGR")
+    for spec in (SPEC, bgr):
+        clf = load(art, fmt, spec=spec)
+        want = clf.run(clf.preprocess(list(frames)))
+        for _ in range(2):
+            np.testing.assert_array_equal(clf.predict(frames), want)
+            np.testing.assert_array_equal(clf.predict(frames[1]), want[1:2])
+            np.testing.assert_array_equal(clf.predict([frames[2]]), want[2:3])
+            np.testing.assert_array_equal(clf.predict(frames, batch_size=3), want)  # two batches: decode path
+        if isinstance(clf._table, PixelTable):
+            assert clf._table.kind == ("shared" if spec is SPEC else None)
+    table = PixelTable(np.stack([np.arange(256, dtype=np.uint8)[::-1]] * 3))  # shared, through bytes.translate
+    out = np.empty(frames.shape, np.uint8)
+    table.fill(frames, out)
+    np.testing.assert_array_equal(out, 255 - frames)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (5, 11), (16, 9), (1, 1), (3, 16)])
@@ -454,15 +480,19 @@ def test_enlarging_matches_the_training_pipeline_in_float(art, shape):
 
 def test_lookup_shortcuts_give_the_same_input(art):
     """Tables that are the identity (uint8) or pixel - 128 (int8) are replaced by a copy or a flipped top bit."""
-    from edgekit_runtime.classifier import _table_kind
+    from edgekit_runtime.pixel_table import table_kind
     levels = np.arange(256, dtype=np.uint8)
     flipped = np.bitwise_xor(levels, np.uint8(0x80)).view(np.int8)
     np.testing.assert_array_equal(flipped.astype(int), levels.astype(int) - 128)
-    assert _table_kind(np.stack([flipped] * 3)) == "minus128" and _table_kind(np.stack([levels] * 3)) == "identity"
-    assert _table_kind(np.stack([levels, levels, levels[::-1]])) is None
+    assert table_kind(np.stack([flipped] * 3)) == "minus128" and table_kind(np.stack([levels] * 3)) == "identity"
+    assert table_kind(np.stack([levels, levels, levels[::-1]])) is None
     clf = load(art, "int8")
     s, zp = clf.engine.input.scale, clf.engine.input.zero_point
     spec = PreprocessSpec(SIZE, SIZE, scale=(s,) * 3, offset=(-zp * s,) * 3)  # makes the table the identity
     clf = load(art, "int8", spec=spec)
-    assert clf._lut_kind == "identity"
+    assert clf._table.kind == "identity"
     np.testing.assert_array_equal(clf.predict(art.paths), clf.run(clf.preprocess(art.paths)))
+    frames = np.random.default_rng(4).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    kept = frames.copy()
+    np.testing.assert_array_equal(clf.predict(frames), clf.run(clf.preprocess(list(frames))))
+    np.testing.assert_array_equal(frames, kept)  # the caller's frames are read, never written

@@ -18,14 +18,13 @@ from .artifacts import ModelInfo, gather, resolve_model
 from .engines import Engine, load_engine
 from .errors import InputError, ModelError, SpecError
 from .image import enlarge, is_enlargement, load_rgb, resize_rgb
+from .pixel_table import PixelTable, luma
 from .preprocess import PreprocessSpec
 
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Images = Union[ImageLike, Sequence[ImageLike]]
 
 _INPUT_DTYPES = (np.float32, np.float16, np.uint8, np.int8, np.int16)
-# Pillow's own RGB → L weights (ITU-R 601-2 luma, 16-bit fixed point), for 1-channel models.
-_LUMA = np.array([19595, 38470, 7471], np.uint32)
 
 
 def _fmt_shape(shape) -> str:
@@ -42,8 +41,12 @@ class Classifier:
         _, h, w, c = engine.input.shape
         self._input_shape = (h or spec.height, w or spec.width, c)
         self._buffers: Dict[str, np.ndarray] = {}
-        self._lut = self._pixel_table()
-        self._lut_kind = _table_kind(self._lut)
+        self._table = self._pixel_table()
+        self._fill = self._table.fill if self._table is not None else self._fill_float
+        out = engine.output
+        # float32 probability per raw byte of an 8-bit quantized output, by the same arithmetic as _dequantize
+        self._out_table = (_dequantize(np.arange(256, dtype=np.uint8).view(out.dtype), out)
+                           if out.quantized and out.dtype.itemsize == 1 else None)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -136,15 +139,20 @@ class Classifier:
 
         Images are decoded and resized `batch_size` at a time, which bounds memory on long lists.
         """
-        items = _as_items(images)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        frames = self._frames(images)
+        if frames is not None and len(frames) <= batch_size:
+            # A camera loop's case: frames already at the model's size go straight into the engine's input.
+            return self._to_probabilities(self._engine.run_filled(frames, self._fill))
+        items = _as_items(images)
         out = np.empty((len(items), self._num_classes), np.float32)
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             pixels = self._decoded(chunk, reuse=True)
-            if self._lut is not None and pixels.dtype == np.uint8:
-                out[start:start + len(chunk)] = self._to_probabilities(self._engine.run(self._lookup(pixels)))
+            if pixels.dtype == np.uint8:
+                y = self._engine.run_filled(pixels, self._fill)
+                out[start:start + len(chunk)] = self._to_probabilities(y)
             else:
                 out[start:start + len(chunk)] = self.run(self._normalized(pixels, reuse=True))
         return out
@@ -184,45 +192,43 @@ class Classifier:
         out = self._buffer("input", (n, h, w, c), np.float32) if reuse else np.empty((n, h, w, c), np.float32)
         if c == 3:
             return self._spec.normalize(pixels, out=out)
-        np.copyto(out[..., 0], _luma(pixels), casting="unsafe")
+        np.copyto(out[..., 0], luma(pixels), casting="unsafe")
         out *= np.float32(self._spec.scale[0])
         out += np.float32(self._spec.offset[0])
         return out
 
-    def _pixel_table(self) -> Optional[np.ndarray]:
-        """For integer-input models: (C, 256) model input per pixel value and model channel, else None.
-
-        Normalising then quantizing maps each pixel value of a channel to one integer, so the table is
-        computed once through exactly that float path (`run`'s arithmetic) and `predict` then looks pixels
-        up instead: the same values, without the float detour (one pass instead of six per frame).
-        Float models need no table: their normalisation is already two passes.
-        """
+    def _pixel_table(self) -> Optional[PixelTable]:
+        """For integer-input models, the pixel → model input table (pixel_table.py), computed through `run`'s
+        own normalise-then-quantize arithmetic so that both paths give the same integers. Float models
+        need none: their normalisation is already two passes."""
         if self._engine.input.dtype.kind == "f":
             return None
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 1, 256, 3)
         x = self._normalized(levels, reuse=False)
-        return np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, -1).T)
+        table = np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, -1).T)
+        return PixelTable(table, bgr=self._spec.channel_order == "BGR")
 
-    def _lookup(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 pixels → model input through the pixel table (predict's path for decoded frames)."""
-        n, h, w, _ = pixels.shape
-        c = self._input_shape[2]
-        q = self._buffer("q", (n, h, w, c), self._engine.input.dtype)
-        if c == 1:
-            np.take(self._lut[0], _luma(pixels), out=q[..., 0])
-            return q
-        bgr = self._spec.channel_order == "BGR"
-        if not bgr and self._lut_kind == "identity":   # [0, 1] input into uint8 (ResNet-8): the pixels themselves
-            return pixels
-        if not bgr and self._lut_kind == "minus128":   # [0, 1] input into int8: pixel - 128 is the top bit flipped
-            np.bitwise_xor(pixels, np.uint8(0x80), out=q.view(np.uint8))
-            return q
-        if not bgr and self._lut_kind == "shared":
-            _take(self._lut[0], pixels, q)
-            return q
-        for k in range(3):
-            _take(self._lut[k], pixels[..., 2 - k if bgr else k], q[..., k])
-        return q
+    def _frames(self, images: Images) -> Optional[np.ndarray]:
+        """uint8 frames already at the model's size, as one (N, H, W, 3) array without copying, else None."""
+        h, w, _ = self._input_shape
+        if isinstance(images, (list, tuple)):
+            if len(images) != 1 or not isinstance(images[0], np.ndarray) or images[0].ndim != 3:
+                return None
+            images = images[0][None]
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8:
+            if images.ndim == 3:
+                images = images[None]
+            if images.ndim == 4 and images.shape[1:] == (h, w, 3):
+                return images
+        return None
+
+    def _fill_float(self, pixels: np.ndarray, dst: np.ndarray) -> None:
+        """A float model's input for uint8 pixels at the model's size, written into `dst` (the engine's buffer);
+        integer models fill through their pixel table instead."""
+        if dst.shape[-1] == 3 and dst.dtype == np.float32:
+            self._spec.normalize(pixels, out=dst)
+        else:
+            np.copyto(dst, self._to_model_dtype(self._normalized(pixels, reuse=True)))
 
     @staticmethod
     def _pixels(item: ImageLike, size: Tuple[int, int]) -> np.ndarray:
@@ -257,39 +263,13 @@ class Classifier:
 
     def _to_probabilities(self, y: np.ndarray) -> np.ndarray:
         info = self._engine.output
-        y = y.reshape(len(y), -1)
+        if y.ndim != 2:
+            y = y.reshape(len(y), -1)
+        if self._out_table is not None:  # 8-bit output: one lookup ('wrap' reads int8 -5 as byte 251)
+            return self._out_table.take(y, mode="wrap")
         if info.quantized:
-            return (y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
+            return _dequantize(y, info)
         return y.astype(np.float32, copy=True)
-
-
-def _take(table: np.ndarray, pixels: np.ndarray, out: np.ndarray, chunk: int = 4096) -> None:
-    """out = table[pixels], a slice at a time: np.take widens indices to int64 (8x the frame), and a whole
-    frame of those evicts the model's weights from the cache right before invoke() needs them."""
-    if not pixels.flags.c_contiguous or not out.flags.c_contiguous:  # per-channel views: small strided takes
-        np.take(table, pixels, out=out, mode="clip")
-        return
-    flat_in, flat_out = pixels.reshape(-1), out.reshape(-1)
-    for i in range(0, flat_in.size, chunk):
-        np.take(table, flat_in[i:i + chunk], out=flat_out[i:i + chunk], mode="clip")
-
-
-def _table_kind(lut: Optional[np.ndarray]) -> Optional[str]:
-    """Tables with a cheaper equivalent than a lookup: identity, pixel - 128, or one table for all channels."""
-    if lut is None or not (lut == lut[0]).all():
-        return None
-    levels = np.arange(256)
-    if lut.dtype == np.uint8 and (lut[0] == levels).all():
-        return "identity"
-    if lut.dtype == np.int8 and (lut[0].astype(np.int64) == levels - 128).all():
-        return "minus128"
-    return "shared"
-
-
-def _luma(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype != np.uint8:  # enlarged images are float: the same weights, unrounded
-        return pixels @ (_LUMA / 65536.0).astype(np.float32)
-    return (pixels.astype(np.uint32) @ _LUMA + 0x8000) >> 16
 
 
 def _quantize(x: np.ndarray, info, tmp: Optional[np.ndarray] = None, q: Optional[np.ndarray] = None) -> np.ndarray:
@@ -307,6 +287,10 @@ def _quantize(x: np.ndarray, info, tmp: Optional[np.ndarray] = None, q: Optional
     q = np.empty(x.shape, info.dtype) if q is None else q
     np.copyto(q, tmp, casting="unsafe")
     return q
+
+
+def _dequantize(y: np.ndarray, info) -> np.ndarray:
+    return (y.astype(np.float32) - np.float32(info.zero_point)) * np.float32(info.scale)
 
 
 def top_indices(row: np.ndarray, k: int) -> List[int]:

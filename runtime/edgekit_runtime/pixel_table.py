@@ -1,0 +1,124 @@
+"""uint8 pixels → an integer model's input, through one 256-entry table per model channel.
+
+Normalising then quantizing maps each pixel value of a channel to one integer, so the Classifier
+computes the table once through exactly that float path (`run`'s arithmetic) and `predict` looks
+pixels up instead: the same values without the float detour. Common tables have cheaper exact
+equivalents (a copy, a flipped top bit, a byte translation), picked once at load time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+# Pillow's own RGB → L weights (ITU-R 601-2 luma, 16-bit fixed point), for 1-channel models.
+_LUMA = np.array([19595, 38470, 7471], np.uint32)
+_TOP_BIT = np.uint8(0x80)
+
+
+class PixelTable:
+    """(C, 256) model input per pixel value and model channel; `fill` writes a batch of frames through it."""
+
+    def __init__(self, table: np.ndarray, bgr: bool = False) -> None:
+        self.table = np.ascontiguousarray(table)
+        self.bgr = bgr
+        self.kind = table_kind(self.table)
+        # bytes.translate is CPython's C loop over a 256-byte table: no index widening, half np.take's time
+        self._bytes = self.table[0].view(np.uint8).tobytes() if self.table.itemsize == 1 else None
+        self._clip = clip_range(self.table)
+        self.fill: Callable[[np.ndarray, np.ndarray], None] = self._fastest_fill() or self._fill
+
+    def _fastest_fill(self) -> Optional[Callable[[np.ndarray, np.ndarray], None]]:
+        """One bare ufunc for the commonest tables (a camera loop calls this once per frame)."""
+        if self.bgr or self.table.shape[0] != 3 or self._clip is None:
+            return None
+        lo, hi, flip = self._clip
+        if lo == 0 and not flip and hi < 255:       # [-1, 1] into uint8 (MobileNetV2): clip(pixel, 0, 254)
+            return lambda pixels, out: np.minimum(pixels, hi, out=out)
+        if (lo, hi) == (0, 255) and not flip:       # [0, 1] into uint8 (ResNet-8): the pixels themselves
+            return lambda pixels, out: np.copyto(out, pixels)
+        if (lo, hi) == (0, 255):                    # [0, 1] into int8: pixel - 128 is the top bit flipped
+            return lambda pixels, out: np.bitwise_xor(pixels, _TOP_BIT, out=out.view(np.uint8))
+        return None
+
+    def _fill(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """out (N, H, W, C) in the model's input dtype ← pixels (N, H, W, 3) uint8."""
+        if out.shape[-1] == 1:
+            np.take(self.table[0], luma(pixels), out=out[..., 0])
+            return
+        kind = None if self.bgr else self.kind
+        if kind in ("identity", "minus128", "clip"):
+            _clip_fill(pixels, out, *self._clip)
+        elif kind == "shared" and self._bytes is not None and out.flags.c_contiguous:
+            # tobytes() is C order whatever the frame's strides; the memoryview write is a plain memcpy
+            memoryview(out).cast("B")[:] = pixels.tobytes().translate(self._bytes)
+        elif kind == "shared":
+            _take(self.table[0], pixels, out)
+        else:
+            for k in range(3):
+                _take(self.table[k], pixels[..., 2 - k if self.bgr else k], out[..., k])
+
+
+def table_kind(table: Optional[np.ndarray]) -> Optional[str]:
+    """Tables with a cheaper equivalent than a lookup: identity, pixel - 128, pixels clipped to a range
+    (then perhaps - 128), or one table for all channels."""
+    if table is None or not (table == table[0]).all():
+        return None
+    clip = clip_range(table)
+    if clip is None:
+        return "shared"
+    lo, hi, flip = clip
+    if (lo, hi) == (0, 255):
+        return "minus128" if flip else "identity"
+    return "clip"
+
+
+def clip_range(table: np.ndarray) -> Optional[Tuple[np.uint8, np.uint8, bool]]:
+    """(lo, hi, flip) when every channel's table is clip(pixel, lo, hi), minus 128 if `flip` (int8 input).
+
+    [-1, 1] models quantized with zero point 127 and scale float32(2/255) come out as clip(pixel, 0, 254):
+    one np.minimum instead of a lookup.
+    """
+    if table.dtype not in (np.uint8, np.int8) or not (table == table[0]).all():
+        return None
+    flip = table.dtype == np.int8
+    as_pixels = table[0].astype(np.int64) + (128 if flip else 0)
+    lo, hi = int(as_pixels.min()), int(as_pixels.max())
+    if not (as_pixels == np.clip(np.arange(256), lo, hi)).all():
+        return None
+    return np.uint8(lo), np.uint8(hi), flip
+
+
+def _clip_fill(pixels: np.ndarray, out: np.ndarray, lo: np.uint8, hi: np.uint8, flip: bool) -> None:
+    # One ufunc pass straight from the frame into the engine's buffer, no temporaries: after an invoke()
+    # every extra numpy call and every fresh buffer costs ten times what it does in isolation.
+    raw = out.view(np.uint8) if out.dtype != np.uint8 else out
+    src = pixels
+    if hi < 255:
+        np.minimum(src, hi, out=raw)
+        src = raw
+    if lo > 0:
+        np.maximum(src, lo, out=raw)
+        src = raw
+    if flip:
+        np.bitwise_xor(src, _TOP_BIT, out=raw)
+    elif src is pixels:
+        np.copyto(raw, pixels)
+
+
+def _take(table: np.ndarray, pixels: np.ndarray, out: np.ndarray, chunk: int = 4096) -> None:
+    """out = table[pixels], a slice at a time: np.take widens indices to int64 (8x the frame), and a whole
+    frame of those evicts the model's weights from the cache right before invoke() needs them."""
+    if not pixels.flags.c_contiguous or not out.flags.c_contiguous:  # per-channel views: small strided takes
+        np.take(table, pixels, out=out, mode="clip")
+        return
+    flat_in, flat_out = pixels.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_in.size, chunk):
+        np.take(table, flat_in[i:i + chunk], out=flat_out[i:i + chunk], mode="clip")
+
+
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """Pillow's RGB → L conversion; enlarged (float) images get the same weights, unrounded."""
+    if pixels.dtype != np.uint8:
+        return pixels @ (_LUMA / 65536.0).astype(np.float32)
+    return (pixels.astype(np.uint32) @ _LUMA + 0x8000) >> 16
