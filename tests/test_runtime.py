@@ -486,6 +486,17 @@ def test_lookup_shortcuts_give_the_same_input(art):
     np.testing.assert_array_equal(flipped.astype(int), levels.astype(int) - 128)
     assert table_kind(np.stack([flipped] * 3)) == "minus128" and table_kind(np.stack([levels] * 3)) == "identity"
     assert table_kind(np.stack([levels, levels, levels[::-1]])) is None
+    from edgekit_runtime.pixel_table import PixelTable
+    frames = np.random.default_rng(5).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    clipped = [np.minimum(levels, 254),                                       # MobileNetV2 [-1, 1] into uint8
+               np.clip(levels, 3, 250),
+               (np.clip(levels.astype(int), 1, 254) - 128).astype(np.int8)]   # clipped, then - 128 (int8)
+    for t in clipped:
+        table = PixelTable(np.stack([t] * 3))
+        assert table.kind == "clip"
+        out = np.empty(frames.shape, t.dtype)
+        table.fill(frames, out)
+        np.testing.assert_array_equal(out, t[frames])
     clf = load(art, "int8")
     s, zp = clf.engine.input.scale, clf.engine.input.zero_point
     spec = PreprocessSpec(SIZE, SIZE, scale=(s,) * 3, offset=(-zp * s,) * 3)  # makes the table the identity

@@ -200,7 +200,7 @@ class Classifier:
     def _pixel_table(self) -> Optional[PixelTable]:
         """For integer-input models, the pixel → model input table (pixel_table.py), computed through `run`'s
         own normalise-then-quantize arithmetic so that both paths give the same integers. Float models
-        need none: their normalisation is already two passes."""
+        need none: they are normalised straight into their float input."""
         if self._engine.input.dtype.kind == "f":
             return None
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 1, 256, 3)

@@ -56,6 +56,7 @@ class Engine:
     output: TensorInfo
     path: Path
     threads: int
+    _fill_buffer: Optional[np.ndarray] = None  # run_filled's input, kept while the batch shape holds
 
     @classmethod
     def available(cls) -> bool:
@@ -114,14 +115,18 @@ class Engine:
         return out
 
     def run_filled(self, pixels: np.ndarray, fill: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
-        """Like run(), with the model input for `pixels` written by `fill(pixels, buffer)` into a buffer of
-        len(pixels) inputs that the engine owns and reuses."""
-        shape = (len(pixels),) + tuple(d if d is not None else 0 for d in self.input.shape[1:])
-        buf = getattr(self, "_fill_buffer", None)
+        """Like run(), with the model input for `pixels` (N, H, W, 3) written by `fill(pixels, buffer)` into a
+        buffer the engine owns and reuses: a camera loop's path, which allocates and copies nothing per frame
+        and skips run()'s checks, since right after an invoke() every extra numpy call costs ten times what it
+        does in isolation."""
+        shape = pixels.shape[:-1] + (self.input.shape[-1],)
+        buf = self._fill_buffer
         if buf is None or buf.shape != shape:
             buf = self._fill_buffer = np.empty(shape, self.input.dtype)
         fill(pixels, buf)
-        return self.run(buf)
+        if self.input.shape[0] in (None, len(buf)):
+            return self._invoke(buf)
+        return self.run(buf)  # a fixed-batch model: run() slices and pads
 
     def _output_tail(self) -> Tuple[int, ...]:
         return tuple(d if d is not None else 0 for d in self.output.shape[1:])
@@ -162,14 +167,9 @@ class LiteRTEngine(Engine):
         self._in, self._out = ins[0], outs[0]
         self.input, self.output = _tflite_info(self._in), _tflite_info(self._out)
         self._current = tuple(int(d) for d in self._in["shape"])
-        self._in_index, self._out_index = self._in["index"], self._out["index"]
-        self._stage: Optional[np.ndarray] = None  # run_filled's input, reused while the batch size holds
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         self._set_input(x)
-        return self._invoke_as_set()
-
-    def _invoke_as_set(self) -> np.ndarray:
         try:
             self._interp.invoke()
         except (ValueError, RuntimeError) as exc:
@@ -180,40 +180,17 @@ class LiteRTEngine(Engine):
         self._set_input(np.ascontiguousarray(x, dtype=self.input.dtype))
         return self._interp.invoke
 
-    def run_filled(self, pixels: np.ndarray, fill: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
-        # A camera loop's path, kept to as few Python and numpy calls as possible: right after an invoke()
-        # every one of them runs with cold caches and costs ten times what it does in isolation. Staging
-        # plus set_tensor measured faster than filling a tensor() view (whose creation is the dearer call).
-        stage = self._stage
-        if stage is None or len(stage) != len(pixels):
-            n = len(pixels)
-            if self.input.shape[0] is not None and n != self.input.shape[0]:
-                return super().run_filled(pixels, fill)  # a fixed-batch model: run() slices and pads
-            self._reshape((n,) + self._current[1:])
-            stage = self._stage = np.empty(self._current, self.input.dtype)
-        fill(pixels, stage)
-        interp = self._interp
-        interp.set_tensor(self._in_index, stage)
-        try:
-            interp.invoke()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path.name}: inference failed ({_first_line(exc)}).") from None
-        return interp.get_tensor(self._out_index)  # a copy: the arena is reused next call
-
     def _set_input(self, x: np.ndarray) -> None:
-        self._reshape(x.shape)
-        self._interp.set_tensor(self._in["index"], x)
-
-    def _reshape(self, shape: Tuple[int, ...]) -> None:
         # Tensors stay allocated between calls; they are re-planned only when the batch size changes.
-        if shape != self._current:
+        if x.shape != self._current:
             try:
-                self._interp.resize_tensor_input(self._in["index"], list(shape), strict=True)
+                self._interp.resize_tensor_input(self._in["index"], list(x.shape), strict=True)
                 self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                raise InputError(f"{self.path.name}: cannot run on input shape {tuple(shape)} "
+                raise InputError(f"{self.path.name}: cannot run on input shape {x.shape} "
                                  f"({_first_line(exc)}).") from None
-            self._current = tuple(shape)
+            self._current = x.shape
+        self._interp.set_tensor(self._in["index"], x)
 
     def metadata(self) -> Dict[str, bytes]:
         from .tflite_meta import read_metadata

@@ -7,7 +7,7 @@ equivalents (a copy, a flipped top bit, a byte translation), picked once at load
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -26,22 +26,8 @@ class PixelTable:
         # bytes.translate is CPython's C loop over a 256-byte table: no index widening, half np.take's time
         self._bytes = self.table[0].view(np.uint8).tobytes() if self.table.itemsize == 1 else None
         self._clip = clip_range(self.table)
-        self.fill: Callable[[np.ndarray, np.ndarray], None] = self._fastest_fill() or self._fill
 
-    def _fastest_fill(self) -> Optional[Callable[[np.ndarray, np.ndarray], None]]:
-        """One bare ufunc for the commonest tables (a camera loop calls this once per frame)."""
-        if self.bgr or self.table.shape[0] != 3 or self._clip is None:
-            return None
-        lo, hi, flip = self._clip
-        if lo == 0 and not flip and hi < 255:       # [-1, 1] into uint8 (MobileNetV2): clip(pixel, 0, 254)
-            return lambda pixels, out: np.minimum(pixels, hi, out=out)
-        if (lo, hi) == (0, 255) and not flip:       # [0, 1] into uint8 (ResNet-8): the pixels themselves
-            return lambda pixels, out: np.copyto(out, pixels)
-        if (lo, hi) == (0, 255):                    # [0, 1] into int8: pixel - 128 is the top bit flipped
-            return lambda pixels, out: np.bitwise_xor(pixels, _TOP_BIT, out=out.view(np.uint8))
-        return None
-
-    def _fill(self, pixels: np.ndarray, out: np.ndarray) -> None:
+    def fill(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """out (N, H, W, C) in the model's input dtype ← pixels (N, H, W, 3) uint8."""
         if out.shape[-1] == 1:
             np.take(self.table[0], luma(pixels), out=out[..., 0])
