@@ -159,11 +159,15 @@ def test_quantized_artifacts_track_keras(art, fmt, dtype, atol):
 
 
 def test_run_takes_float_input_and_quantizes_itself(art):
-    """The convert stage's validation calls run() with float input it preprocessed itself."""
+    """The convert stage's validation calls run() with float input it preprocessed itself. Float models give
+    predict()'s answer exactly; the int8 model's pixel table settles rounding ties that run()'s float
+    quantization leaves to float32 noise, so there the two may differ by one output step."""
     x = reference_input(art.paths)
     for fmt in ("fp32.tflite", "int8", "16x8", "onnx"):
         clf = load(art, fmt)
-        np.testing.assert_array_equal(clf.run(x), clf.predict(art.paths))
+        out = clf.engine.output
+        step = out.scale if out.quantized else 0.0
+        np.testing.assert_allclose(clf.run(x), clf.predict(art.paths), rtol=0, atol=step * 1.001)
         np.testing.assert_array_equal(clf.preprocess(art.paths), x)
     clf = load(art, "int8")
     # by hand: TFLite's quantization formula on the input, dequantization on the output
@@ -437,22 +441,28 @@ def test_integer_input_lookup_equals_the_float_path(art, order):
 @pytest.mark.parametrize("fmt", ["fp32.tflite", "int8", "16x8", "fp32.onnx"])
 def test_frames_at_model_size_go_straight_into_the_engine(art, fmt):
     """A camera loop's frames (uint8 at the model's size: one array, a list of one, a batch) are written
-    straight into the engine's input buffer; the result equals the float path for every table kind
-    (shared [-1, 1] table, per-channel BGR table, float normalisation), repeatedly (buffers reused)."""
+    straight into the engine's input buffer; the result equals looking every pixel up in the model's table
+    (or the float path for float models) for every table kind (a [-1, 1] clip into uint8, the same table in
+    int16, a per-channel BGR table, float normalisation), repeatedly (buffers reused)."""
     from edgekit_runtime.pixel_table import PixelTable
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     bgr = PreprocessSpec(SIZE, SIZE, scale=(0.0171, 0.0175, 0.0174), offset=(-2.1, -2.03, -1.8), channel_order="BGR")
     for spec in (SPEC, bgr):
         clf = load(art, fmt, spec=spec)
-        want = clf.run(clf.preprocess(list(frames)))
+        if clf._table is None:
+            want = clf.run(clf.preprocess(list(frames)))
+        else:  # plain fancy indexing, channel by channel
+            t, order = clf._table.table, ([2, 1, 0] if spec.channel_order == "BGR" else [0, 1, 2])
+            x = np.stack([t[k][frames[..., order[k]]] for k in range(3)], axis=-1)
+            want = clf._to_probabilities(clf.engine.run(x))
         for _ in range(2):
             np.testing.assert_array_equal(clf.predict(frames), want)
             np.testing.assert_array_equal(clf.predict(frames[1]), want[1:2])
             np.testing.assert_array_equal(clf.predict([frames[2]]), want[2:3])
             np.testing.assert_array_equal(clf.predict(frames, batch_size=3), want)  # two batches: decode path
         if isinstance(clf._table, PixelTable):
-            assert clf._table.kind == ("shared" if spec is SPEC else None)
+            assert clf._table.kind == (None if spec is bgr else "clip" if fmt == "int8" else "shared")
     table = PixelTable(np.stack([np.arange(256, dtype=np.uint8)[::-1]] * 3))  # shared, through bytes.translate
     out = np.empty(frames.shape, np.uint8)
     table.fill(frames, out)
@@ -476,6 +486,31 @@ def test_enlarging_matches_the_training_pipeline_in_float(art, shape):
         x = clf.preprocess(list(pixels))
         np.testing.assert_array_equal(x, to_model_input(tf.constant(pixels), SPEC).numpy())
         np.testing.assert_array_equal(clf.predict(list(pixels)), clf.run(x))  # the table is skipped for float pixels
+
+
+def test_rounding_ties_settle_towards_a_clip(art):
+    """[-1, 1] into uint8 (scale 2/255, zero point 127) puts every pixel on a rounding tie (p - 0.5), which
+    float32 noise scatters between p and p - 1; the table takes min(p, 254) instead, as near to every exact
+    value, and off ties nothing moves."""
+    from edgekit_runtime.pixel_table import PixelTable, snap_to_clip
+    levels = np.arange(256)
+    scale = np.float32(2 / 255)
+    x = levels.astype(np.float32) * np.float32(1 / 127.5) + np.float32(-1)  # the normalisation, in float32
+    float_path = np.stack([np.clip(np.rint(x / scale) + 127, 0, 255).astype(np.uint8)] * 3)
+    exact = np.stack([(levels / 127.5 - 1) / float(scale) + 127] * 3)
+    assert (float_path[0] != np.minimum(levels, 254)).sum() == 16  # 32, 34, ..., 190: p - 1 there
+    snapped = snap_to_clip(float_path, exact)
+    np.testing.assert_array_equal(snapped, np.stack([np.minimum(levels, 254)] * 3))
+    assert PixelTable(snapped).kind == "clip" and snapped.dtype == np.uint8
+    assert np.abs(snapped - exact).max() <= np.abs(float_path - exact).max() + 1e-9
+    off_tie = np.stack([np.clip(np.rint(levels * 0.9), 0, 255).astype(np.uint8)] * 3)
+    assert snap_to_clip(off_tie, np.stack([levels * 0.9] * 3)) is off_tie
+    # through the Classifier: the tiny model's int8 input sits on ties too; its predict equals the lookup
+    clf = load(art, "int8")
+    assert clf._table.kind == "clip"
+    frames = np.random.default_rng(6).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    want = clf._to_probabilities(clf.engine.run(clf._table.table[0][frames]))
+    np.testing.assert_array_equal(clf.predict(frames), want)
 
 
 def test_lookup_shortcuts_give_the_same_input(art):

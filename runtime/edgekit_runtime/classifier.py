@@ -18,7 +18,7 @@ from .artifacts import ModelInfo, gather, resolve_model
 from .engines import Engine, load_engine
 from .errors import InputError, ModelError, SpecError
 from .image import enlarge, is_enlargement, load_rgb, resize_rgb
-from .pixel_table import PixelTable, luma
+from .pixel_table import PixelTable, luma, snap_to_clip
 from .preprocess import PreprocessSpec
 
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -199,13 +199,21 @@ class Classifier:
 
     def _pixel_table(self) -> Optional[PixelTable]:
         """For integer-input models, the pixel → model input table (pixel_table.py), computed through `run`'s
-        own normalise-then-quantize arithmetic so that both paths give the same integers. Float models
-        need none: they are normalised straight into their float input."""
+        own normalise-then-quantize arithmetic, so both paths give the same integers except on exact rounding
+        ties (see snap_to_clip). Float models need none: they are normalised straight into their float input."""
         if self._engine.input.dtype.kind == "f":
             return None
+        info = self._engine.input
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(1, 1, 256, 3)
         x = self._normalized(levels, reuse=False)
-        table = np.ascontiguousarray(_quantize(x, self._engine.input).reshape(256, -1).T)
+        table = np.ascontiguousarray(_quantize(x, info).reshape(256, -1).T)
+        if info.quantized:
+            # the unrounded input per model channel in float64: where the table sits on a rounding tie, either
+            # neighbour is as near, and snap_to_clip takes the one that makes the table a cheap clip
+            c = table.shape[0]
+            scale, offset = np.array(self._spec.scale[:c])[:, None], np.array(self._spec.offset[:c])[:, None]
+            exact = (np.arange(256.0)[None, :] * scale + offset) / info.scale + info.zero_point
+            table = snap_to_clip(table, exact)
         return PixelTable(table, bgr=self._spec.channel_order == "BGR")
 
     def _frames(self, images: Images) -> Optional[np.ndarray]:
