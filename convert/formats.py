@@ -90,9 +90,10 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
            summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected"),
     Format("tflite-qat", ".tflite", "litert",
            {"qat": True, "optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
-           # The QAT model is fine-tuned, so it may legitimately disagree with the float model more often.
+           # The QAT model's weights move (ResNet-8, 2 epochs: 94.6 % agreement, below PTQ int8's 98.9 %).
            Tolerance(min_agreement=0.90, max_accuracy_drop=0.02), default=False,
-           summary="quantization-aware training (tfmot) on the training split, then full integer"),
+           summary="quantization-aware training (tfmot) distilled from the float model's outputs on the "
+                   "training split, then full integer"),
     Format("onnx-fp32", ".onnx", "onnx", {"opset": DEFAULT_OPSET}, FLOAT_EXACT,
            summary="float32 ONNX (tf2onnx)"),
     # reduce_range "gemm": 7-bit weights where ORT runs an int8 GEMM (all but depthwise convs), because its x86

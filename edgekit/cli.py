@@ -136,7 +136,7 @@ def convert(
     offset: List[str] = typer.Option([], "--offset", metavar="O [O O]", help="Other models: the offset of that formula, one value or three."),
     labels: Optional[Path] = typer.Option(None, help="Other models: labels file, one class name per line in output order."),
     channel_order: str = typer.Option("RGB", help="Other models: RGB, or BGR for caffe-style models."),
-    qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training on the training split (tflite-qat)."),
+    qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training (tflite-qat), distilled from the model's own outputs on the training split."),
     select_tf_ops: bool = typer.Option(False, "--select-tf-ops", help="Let TFLite use TensorFlow kernels (SELECT_TF_OPS) "
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
