@@ -461,6 +461,9 @@ def test_frames_at_model_size_go_straight_into_the_engine(art, fmt):
             np.testing.assert_array_equal(clf.predict(frames[1]), want[1:2])
             np.testing.assert_array_equal(clf.predict([frames[2]]), want[2:3])
             np.testing.assert_array_equal(clf.predict(frames, batch_size=3), want)  # two batches: decode path
+        first = clf.predict(frames[0])
+        clf.predict(frames[1])
+        np.testing.assert_array_equal(first, want[:1])  # a result is the caller's: the next call leaves it alone
         if isinstance(clf._table, PixelTable):
             assert clf._table.kind == (None if spec is bgr else "clip" if fmt == "int8" else "shared")
     table = PixelTable(np.stack([np.arange(256, dtype=np.uint8)[::-1]] * 3))  # shared, through bytes.translate

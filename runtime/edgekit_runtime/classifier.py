@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -42,11 +42,15 @@ class Classifier:
         self._input_shape = (h or spec.height, w or spec.width, c)
         self._buffers: Dict[str, np.ndarray] = {}
         self._table = self._pixel_table()
-        self._fill = self._table.fill if self._table is not None else self._fill_float
-        out = engine.output
-        # float32 probability per raw byte of an 8-bit quantized output, by the same arithmetic as _dequantize
-        self._out_table = (_dequantize(np.arange(256, dtype=np.uint8).view(out.dtype), out)
-                           if out.quantized and out.dtype.itemsize == 1 else None)
+        # The camera path's two steps are chosen here, once: right after an invoke() every Python step
+        # costs microseconds (the model has evicted the interpreter's own code and data from the caches).
+        if self._table is not None:
+            self._fill = self._table.fill
+        elif c == 3 and engine.input.dtype == np.float32:
+            self._fill = spec.normalizer()
+        else:
+            self._fill = self._fill_float
+        self._to_probabilities = _output_converter(engine.output)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -231,12 +235,9 @@ class Classifier:
         return None
 
     def _fill_float(self, pixels: np.ndarray, dst: np.ndarray) -> None:
-        """A float model's input for uint8 pixels at the model's size, written into `dst` (the engine's buffer);
-        integer models fill through their pixel table instead."""
-        if dst.shape[-1] == 3 and dst.dtype == np.float32:
-            self._spec.normalize(pixels, out=dst)
-        else:
-            np.copyto(dst, self._to_model_dtype(self._normalized(pixels, reuse=True)))
+        """A float16 or one-channel model's input for uint8 pixels at the model's size, written into `dst` (the
+        engine's buffer); float32 RGB models fill through spec.normalizer(), integer ones through their table."""
+        np.copyto(dst, self._to_model_dtype(self._normalized(pixels, reuse=True)))
 
     @staticmethod
     def _pixels(item: ImageLike, size: Tuple[int, int]) -> np.ndarray:
@@ -269,15 +270,22 @@ class Classifier:
             return np.ascontiguousarray(x, dtype=info.dtype)
         return _quantize(x, info, self._buffer("quant", x.shape, np.float32), self._buffer("q", x.shape, info.dtype))
 
-    def _to_probabilities(self, y: np.ndarray) -> np.ndarray:
-        info = self._engine.output
-        if y.ndim != 2:
-            y = y.reshape(len(y), -1)
-        if self._out_table is not None:  # 8-bit output: one lookup ('wrap' reads int8 -5 as byte 251)
-            return self._out_table.take(y, mode="wrap")
-        if info.quantized:
-            return _dequantize(y, info)
-        return y.astype(np.float32, copy=True)
+
+
+def _output_converter(info) -> Callable[[np.ndarray], np.ndarray]:
+    """Engine output (N, ...) → float32 probabilities (N, K). Engines return a fresh array (LiteRT's get_tensor
+    copies, ONNX Runtime allocates), so a float32 output is passed on without another copy."""
+    def flat(y: np.ndarray) -> np.ndarray:
+        return y if y.ndim == 2 else y.reshape(len(y), -1)
+    if info.quantized and info.dtype.itemsize == 1:
+        # float32 probability per raw byte, by _dequantize's arithmetic; 'wrap' reads int8 -5 as byte 251
+        take = _dequantize(np.arange(256, dtype=np.uint8).view(info.dtype), info).take
+        return lambda y: take(flat(y), mode="wrap")
+    if info.quantized:
+        return lambda y: _dequantize(flat(y), info)
+    if info.dtype == np.float32:
+        return flat
+    return lambda y: flat(y).astype(np.float32)
 
 
 def _quantize(x: np.ndarray, info, tmp: Optional[np.ndarray] = None, q: Optional[np.ndarray] = None) -> np.ndarray:
