@@ -149,11 +149,18 @@ def check(fmt: Format, p: Parity) -> List[Mismatch]:
 
 
 def run_artifact(path: Path, images: "Images", threads: Optional[int] = None, batch_size: int = 64) -> Tuple[np.ndarray, str]:
-    """Probabilities of the artifact on the images, through the device runtime (Classifier.run)."""
+    """Probabilities of the artifact on the images, through the device runtime as a device calls it: uint8
+    pixels already at the model's size go through Classifier.predict (an integer model's pixel table settles
+    rounding ties its own way, see snap_to_clip), others as float model input through Classifier.run (predict
+    would enlarge them in float with the same arithmetic)."""
     from edgekit_runtime import Classifier
     with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
         clf = Classifier.load(path, threads=threads, engine=None)
-        out = [np.asarray(clf.run(b), np.float32) for b in images.batches(batch_size)]
+        if images.x.dtype == np.uint8 and images.x.shape[1:] == tuple(clf.input_shape[:2]) + (3,):
+            out = [clf.predict(images.x[i:i + batch_size], batch_size=batch_size)
+                   for i in range(0, len(images), batch_size)]
+        else:
+            out = [np.asarray(clf.run(b), np.float32) for b in images.batches(batch_size)]
     return np.concatenate(out), str(getattr(clf, "engine_name", ""))
 
 

@@ -352,3 +352,29 @@ def test_onnx_int8_gemm_weights_use_7_bits_and_biases_are_corrected(tmp_path):
             assert n.op_type == "MatMul" or (len(n.input) > 2 and n.input[2])  # every Conv/Gemm has a bias now
     assert peaks.pop(("Conv", True)) == 127
     assert peaks and all(p <= 64 for p in peaks.values()), peaks
+
+
+def test_validation_runs_artifacts_as_a_device_does(full, run_dir, tmp_path):
+    """Pixels at the model's size go through Classifier.predict, as on a device, whose pixel table settles
+    rounding ties its own way; other sizes go as float input through Classifier.run."""
+    from edgekit.convert.calibration import Images
+    from edgekit.convert.validate import run_artifact
+    export = run_dir / "export"
+    # A normalisation that puts every pixel on a rounding tie of the int8 model's input (p - 0.5 steps).
+    q = Classifier.load(export / "model_tflite-int8.tflite").engine.input
+    spec = PreprocessSpec(32, 32, scale=(q.scale,) * 3, offset=(-(q.zero_point + 0.5) * q.scale,) * 3)
+    model = tmp_path / "model_tflite-int8.tflite"
+    shutil.copy(export / "model_tflite-int8.tflite", model)
+    shutil.copy(export / "labels.txt", tmp_path / "labels.txt")
+    (tmp_path / "preprocess.json").write_text(json.dumps(spec.to_dict()))
+    clf = Classifier.load(model)
+    assert clf._table.kind == "clip"
+    rng = np.random.default_rng(8)
+    at_size = Images(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), None, spec)
+    float_path = np.concatenate([clf.run(b) for b in at_size.batches()])
+    assert not np.array_equal(float_path, clf.predict(at_size.x))  # the ties move the answer here
+    probs, _ = run_artifact(model, at_size)
+    np.testing.assert_array_equal(probs, clf.predict(at_size.x))
+    small = Images(at_size.x[:3, :16, :16], None, spec)
+    probs, _ = run_artifact(model, small)
+    np.testing.assert_array_equal(probs, np.concatenate([clf.run(b) for b in small.batches()]))
