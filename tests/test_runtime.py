@@ -506,6 +506,11 @@ def test_rounding_ties_settle_towards_a_clip(art):
     np.testing.assert_array_equal(snapped, np.stack([np.minimum(levels, 254)] * 3))
     assert PixelTable(snapped).kind == "clip" and snapped.dtype == np.uint8
     assert np.abs(snapped - exact).max() <= np.abs(float_path - exact).max() + 1e-9
+    # int8 input (--io int8): zero point -1 puts every pixel at p - 128.5; settled, min(p, 254) - 128
+    as_int8 = np.stack([np.clip(np.rint(x / scale) - 1, -128, 127).astype(np.int8)] * 3)
+    snapped8 = snap_to_clip(as_int8, exact - 128)
+    np.testing.assert_array_equal(snapped8.astype(int), np.stack([np.minimum(levels, 254) - 128] * 3))
+    assert PixelTable(snapped8).kind == "clip" and snapped8.dtype == np.int8
     off_tie = np.stack([np.clip(np.rint(levels * 0.9), 0, 255).astype(np.uint8)] * 3)
     assert snap_to_clip(off_tie, np.stack([levels * 0.9] * 3)) is off_tie
     # through the Classifier: the tiny model's int8 input sits on ties too; its predict equals the lookup
