@@ -271,7 +271,6 @@ class Classifier:
         return _quantize(x, info, self._buffer("quant", x.shape, np.float32), self._buffer("q", x.shape, info.dtype))
 
 
-
 def _output_converter(info) -> Callable[[np.ndarray], np.ndarray]:
     """Engine output (N, ...) → float32 probabilities (N, K). Engines return a fresh array (LiteRT's get_tensor
     copies, ONNX Runtime allocates), so a float32 output is passed on without another copy."""

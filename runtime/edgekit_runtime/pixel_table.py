@@ -2,8 +2,9 @@
 
 Normalising then quantizing maps each pixel value of a channel to one integer, so the Classifier
 computes the table once through exactly that float path (`run`'s arithmetic) and `predict` looks
-pixels up instead: the same values without the float detour. Common tables have cheaper exact
-equivalents (a copy, a flipped top bit, a clip, a byte translation), picked once at load time.
+pixels up instead: the same values without the float detour, rounding ties aside (snap_to_clip). Common
+tables have cheaper exact equivalents (a copy, a flipped top bit, a clip, a byte translation), picked once
+at load time.
 
 Speed matters here because `fill` runs right after the previous invoke(), when the model has evicted the
 caches: measured on MobileNetV2-96 int8, a byte translation of the frame costs 30-40 µs there (3 % of the
