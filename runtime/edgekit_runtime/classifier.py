@@ -41,13 +41,14 @@ class Classifier:
         _, h, w, c = engine.input.shape
         self._input_shape = (h or spec.height, w or spec.width, c)
         self._buffers: Dict[str, np.ndarray] = {}
+        self._normalize = spec.normalizer()  # constants bound once, for the decode path and the camera path
         self._table = self._pixel_table()
         # The camera path's two steps are chosen here, once: right after an invoke() every Python step
         # costs microseconds (the model has evicted the interpreter's own code and data from the caches).
         if self._table is not None:
             self._fill = self._table.fill
         elif c == 3 and engine.input.dtype == np.float32:
-            self._fill = spec.normalizer()
+            self._fill = self._normalize
         else:
             self._fill = self._fill_float
         self._to_probabilities = _output_converter(engine.output)
@@ -195,7 +196,8 @@ class Classifier:
         c = self._input_shape[2]
         out = self._buffer("input", (n, h, w, c), np.float32) if reuse else np.empty((n, h, w, c), np.float32)
         if c == 3:
-            return self._spec.normalize(pixels, out=out)
+            self._normalize(pixels, out)
+            return out
         np.copyto(out[..., 0], luma(pixels), casting="unsafe")
         out *= np.float32(self._spec.scale[0])
         out += np.float32(self._spec.offset[0])

@@ -99,12 +99,10 @@ def clip_range(table: np.ndarray) -> Optional[Tuple[np.uint8, np.uint8, bool]]:
     """
     if table.dtype not in (np.uint8, np.int8) or not (table == table[0]).all():
         return None
-    flip = table.dtype == np.int8
-    as_pixels = table[0].astype(np.int64) + (128 if flip else 0)
-    lo, hi = int(as_pixels.min()), int(as_pixels.max())
-    if not (as_pixels == np.clip(np.arange(256), lo, hi)).all():
+    clip, lo, hi = _spanning_clip(table)
+    if not (table[0] == clip).all():
         return None
-    return np.uint8(lo), np.uint8(hi), flip
+    return np.uint8(lo), np.uint8(hi), table.dtype == np.int8
 
 
 def snap_to_clip(table: np.ndarray, exact: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
@@ -118,15 +116,21 @@ def snap_to_clip(table: np.ndarray, exact: np.ndarray, tolerance: float = 1e-3) 
     """
     if table.dtype not in (np.uint8, np.int8):
         return table
-    shift = 128 if table.dtype == np.int8 else 0
-    as_pixels = table.astype(np.int64) + shift
-    levels = np.arange(256)
-    candidate = np.clip(levels, as_pixels.min(), as_pixels.max()) - shift
+    candidate = _spanning_clip(table)[0]
     limits = np.iinfo(table.dtype)
     target = np.clip(exact, limits.min, limits.max)
     if np.all(np.abs(candidate[None, :] - target) <= 0.5 + tolerance):
         return np.ascontiguousarray(np.broadcast_to(candidate.astype(table.dtype), table.shape))
     return table
+
+
+def _spanning_clip(table: np.ndarray) -> Tuple[np.ndarray, int, int]:
+    """clip(pixel, lo, hi) over the 256 levels (minus 128 for int8 tables, as int64) with [lo, hi] the range
+    the 8-bit `table` spans in pixel units, and lo, hi."""
+    shift = 128 if table.dtype == np.int8 else 0
+    as_pixels = table.astype(np.int64) + shift
+    lo, hi = int(as_pixels.min()), int(as_pixels.max())
+    return np.clip(np.arange(256), lo, hi) - shift, lo, hi
 
 
 def _take(table: np.ndarray, pixels: np.ndarray, out: np.ndarray, chunk: int = 4096) -> None:
