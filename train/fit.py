@@ -1,4 +1,4 @@
-"""One training phase with per-epoch checkpoints, early stopping and resume."""
+"""One training phase with per-epoch checkpoints, validation on the weight average, early stopping and resume."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ import tf_keras as keras
 
 from edgekit.atomic import write_json, write_with
 from edgekit.signals import interrupts_deferred
+from edgekit.train.schedules import ema_weights, set_total_epochs
 
 
 @dataclass
@@ -25,6 +26,8 @@ class PhaseState:
     wait: int = 0
     seconds: float = 0.0
     history: List[dict] = field(default_factory=list)
+    planned_epochs: Optional[int] = None   # what a time budget chose (and later shortened), else None
+    cache_key: Optional[dict] = None       # the activation-cache key parts the phase trains on
 
     @classmethod
     def load(cls, path: Path, name: str) -> "PhaseState":
@@ -40,40 +43,47 @@ class PhaseState:
         return d
 
 
-def optimizer(kind: str, lr: float, *, schedule: str, decay: float, warmup_epochs: int, steps_per_epoch: int,
-              epochs: int, momentum: float):
-    if schedule == "cosine":
-        warmup = warmup_epochs * steps_per_epoch
-        rate = keras.optimizers.schedules.CosineDecay(
-            lr * (0.1 if warmup else 1.0), max(1, epochs * steps_per_epoch - warmup),
-            warmup_target=lr if warmup else None, warmup_steps=warmup)
-    elif decay < 1.0:
-        rate = keras.optimizers.schedules.ExponentialDecay(lr, steps_per_epoch, decay)
-    else:
-        rate = lr
-    if kind == "sgd":
-        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=True)
-    return keras.optimizers.Adam(rate)
+@dataclass
+class Deadline:
+    """A time budget's end, in perf_counter seconds, and what must still fit after the last epoch."""
+    at: float
+    after_training: float   # final evaluation and writing
+    steps_per_epoch: int
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """After each epoch: atomically save the model (with optimizer) and the phase state; track the best."""
+    """After each epoch: validate (on the weight average when there is one), then atomically save
+    the model with its optimizer (training weights + average) and the phase state; track the best."""
 
-    def __init__(self, folder: Path, state: PhaseState, patience: int, started: float,
-                 on_epoch: Optional[Callable[[PhaseState], None]] = None):
+    def __init__(self, folder: Path, state: PhaseState, patience: int, started: float, val, batch_size: Optional[int],
+                 deadline: Optional[Deadline] = None, on_epoch: Optional[Callable[[PhaseState], None]] = None):
         super().__init__()
         self.folder, self.state, self.patience, self.started = folder, state, patience, started
-        self.on_epoch = on_epoch
+        self.val, self.batch_size, self.deadline, self.on_epoch = val, batch_size, deadline, on_epoch
+        self.epoch_seconds: List[float] = []
+
+    def _validate(self) -> dict:
+        x, y = self.val if isinstance(self.val, tuple) else (self.val, None)
+        out = self.model.evaluate(x, y, batch_size=self.batch_size, verbose=0, return_dict=True)
+        return {f"val_{k}": float(v) for k, v in out.items()}
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items()}
         s = self.state
+        with ema_weights(self.model):
+            if self.val is not None and logs is not None:
+                logs.update(self._validate())  # in place: the progress bar prints them after this callback
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            val = logs.get("val_loss", logs.get("loss", math.inf))
+            improved = val < s.best_val_loss
+            if improved:
+                with interrupts_deferred():
+                    write_with(self.folder / "best.weights.h5", lambda p: self.model.save_weights(p))
         s.epochs_done = epoch + 1
-        s.seconds += time.perf_counter() - self.started
+        took = time.perf_counter() - self.started
+        self.epoch_seconds.append(took)
+        s.seconds += took
         self.started = time.perf_counter()
         s.history.append({"epoch": epoch + 1, **logs})
-        val = logs.get("val_loss", logs.get("loss", math.inf))
-        improved = val < s.best_val_loss
         if improved:
             s.best_val_loss, s.best_epoch, s.wait = val, epoch + 1, 0
         else:
@@ -82,25 +92,43 @@ class Checkpointer(keras.callbacks.Callback):
             self.model.stop_training = True
             print(f"early stopping: no val_loss improvement for {s.wait} epochs; best was epoch {s.best_epoch}.",
                   file=sys.stderr)
+        self._keep_to_deadline()
         with interrupts_deferred():
-            if improved:
-                write_with(self.folder / "best.weights.h5", lambda p: self.model.save_weights(p))
             write_with(self.folder / "last.keras", lambda p: self.model.save(p))
             write_json(self.folder / "state.json", s.to_dict())
         if self.on_epoch:
             self.on_epoch(s)
 
+    def _keep_to_deadline(self) -> None:
+        """When epochs run slower than planned, shorten the plan (and the one-cycle schedule) to end in time."""
+        d, s = self.deadline, self.state
+        if d is None or s.planned_epochs is None:
+            return
+        if len(self.epoch_seconds) < 2:  # the first epoch of a process also traces the graphs
+            return
+        # the slowest recent epoch: a machine that slows down must not overrun the budget
+        per_epoch = max(self.epoch_seconds[1:][-3:])
+        left = d.at - time.perf_counter() - d.after_training
+        fits = s.epochs_done + max(0, int(left // per_epoch))
+        if fits < s.planned_epochs:
+            s.planned_epochs = max(s.epochs_done, fits)
+            set_total_epochs(self.model, d.steps_per_epoch, s.planned_epochs)
+            print(f"time budget: epochs take {per_epoch:.0f} s; the plan is now {s.planned_epochs} epochs.",
+                  file=sys.stderr)
+        if s.epochs_done >= s.planned_epochs:
+            self.model.stop_training = True
+
 
 def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int, steps_per_epoch: Optional[int],
-              patience: int, verbose: int, batch_size: Optional[int] = None) -> PhaseState:
-    """Fit from state.epochs_done to `epochs`, then restore the best weights and mark the phase done."""
+              patience: int, verbose: int, batch_size: Optional[int] = None,
+              deadline: Optional[Deadline] = None) -> PhaseState:
+    """Fit from state.epochs_done to `epochs`, then restore the best (averaged) weights and mark the phase done."""
     folder.mkdir(parents=True, exist_ok=True)
     if state.epochs_done < epochs and not state.done:
-        cb = Checkpointer(folder, state, patience, time.perf_counter())
+        cb = Checkpointer(folder, state, patience, time.perf_counter(), val, batch_size, deadline)
         x, y = train if isinstance(train, tuple) else (train, None)
-        model.fit(x, y, validation_data=val, epochs=epochs, initial_epoch=state.epochs_done,
-                  steps_per_epoch=steps_per_epoch, batch_size=batch_size, callbacks=[cb], verbose=verbose,
-                  shuffle=isinstance(train, tuple))
+        model.fit(x, y, epochs=epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps_per_epoch,
+                  batch_size=batch_size, callbacks=[cb], verbose=verbose, shuffle=isinstance(train, tuple))
     if (folder / "best.weights.h5").is_file():
         model.load_weights(folder / "best.weights.h5")
     state.done = True

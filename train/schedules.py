@@ -1,0 +1,118 @@
+"""Optimizers, learning-rate schedules (exponential, cosine, one-cycle) and the weight average (EMA)."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import tensorflow as tf
+import tf_keras as keras
+
+SCHEDULES = ("exponential", "cosine", "onecycle")
+
+
+@keras.utils.register_keras_serializable(package="edgekit")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `start` to `peak` over `warmup_fraction` of the steps, then linear to `final`.
+
+    `total_steps` is a variable: a time-budgeted run that falls behind shortens the cycle in place
+    (the anneal is re-aimed from where it stands, so the rate never jumps up).
+    """
+
+    def __init__(self, peak: float, total_steps: int, warmup_fraction: float = 0.15, final: float = 0.0,
+                 start: float = 0.0):
+        super().__init__()
+        self.peak, self.warmup_fraction, self.final, self.start = float(peak), float(warmup_fraction), float(final), float(start)
+        self.total = tf.Variable(float(max(1, total_steps)), trainable=False, dtype=tf.float32, name="onecycle_total")
+
+    @property
+    def warmup_steps(self) -> tf.Tensor:
+        return tf.maximum(1.0, tf.round(self.warmup_fraction * self.total))
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.warmup_steps
+        up = self.start + (self.peak - self.start) * step / warm
+        left = tf.clip_by_value((self.total - step) / tf.maximum(1.0, self.total - warm), 0.0, 1.0)
+        down = self.final + (self.peak - self.final) * left
+        return tf.where(step < warm, up, down)
+
+    def set_total_steps(self, steps: int) -> None:
+        self.total.assign(float(max(1, steps)))
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "total_steps": int(self.total.numpy()), "warmup_fraction": self.warmup_fraction,
+                "final": self.final, "start": self.start}
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    kind: str               # adam | sgd
+    lr: float               # peak rate (one-cycle, cosine) or initial rate (exponential)
+    schedule: str
+    decay: float = 1.0
+    warmup_epochs: int = 0
+    warmup_fraction: float = 0.15
+    final_lr: float = 0.0
+    momentum: float = 0.9
+    ema: float = 0.0        # momentum of the weight average; 0 = no average
+
+
+def make_optimizer(spec: OptimizerSpec, steps_per_epoch: int, epochs: int):
+    steps = max(1, steps_per_epoch * epochs)
+    if spec.schedule == "onecycle":
+        rate = OneCycle(spec.lr, steps, spec.warmup_fraction, spec.final_lr)
+    elif spec.schedule == "cosine":
+        warmup = spec.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            spec.lr * (0.1 if warmup else 1.0), max(1, steps - warmup),
+            warmup_target=spec.lr if warmup else None, warmup_steps=warmup)
+    elif spec.decay < 1.0:
+        rate = keras.optimizers.schedules.ExponentialDecay(spec.lr, steps_per_epoch, spec.decay)
+    else:
+        rate = spec.lr
+    ema = dict(use_ema=True, ema_momentum=spec.ema) if spec.ema else {}
+    if spec.kind == "sgd":
+        return keras.optimizers.SGD(rate, momentum=spec.momentum, nesterov=True, **ema)
+    return keras.optimizers.Adam(rate, **ema)
+
+
+def has_ema(model) -> bool:
+    opt = getattr(model, "optimizer", None)
+    return bool(getattr(opt, "use_ema", False)) and hasattr(opt, "_model_variables_moving_average")
+
+
+def swap_ema(model) -> None:
+    """Exchange the model's trainable weights with the optimizer's averages (its own inverse)."""
+    opt = model.optimizer
+    for var in model.trainable_variables:
+        avg = opt._model_variables_moving_average[opt._index_dict[opt._var_key(var)]]
+        raw = var.numpy()
+        var.assign(avg)
+        avg.assign(raw)
+
+
+@contextlib.contextmanager
+def ema_weights(model) -> Iterator[bool]:
+    """Inside: the model holds its weight average (if it keeps one); the training weights come back after."""
+    if not has_ema(model):
+        yield False
+        return
+    swap_ema(model)
+    try:
+        yield True
+    finally:
+        swap_ema(model)
+
+
+def set_total_epochs(model, steps_per_epoch: int, epochs: int) -> bool:
+    """Re-aim a one-cycle schedule at `epochs`; False when the optimizer's schedule can't be re-aimed."""
+    rate = getattr(getattr(model, "optimizer", None), "_learning_rate", None)
+    if isinstance(rate, OneCycle):
+        rate.set_total_steps(steps_per_epoch * epochs)
+        return True
+    return False
+
+
+def custom_objects() -> dict:
+    return {"OneCycle": OneCycle, "edgekit>OneCycle": OneCycle}
