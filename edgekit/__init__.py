@@ -4,6 +4,10 @@ Importing edgekit selects tf_keras (Keras 2): TF Hub layers and tensorflow-model
 work with it, and TF 2.21 would otherwise hand out Keras 3.
 """
 import os
+import time
+
+# When the process began, as near as Python can tell: `edge train --time-budget` counts from here.
+STARTED = time.perf_counter()
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 import typer
 from typer.core import TyperCommand
 
+from edgekit import STARTED
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train.config import TrainConfig
@@ -47,6 +48,10 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed for split, shuffling, augmentation and init. " + dflt("seed")),
     skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Go on without unreadable images (they are listed) instead of stopping.", show_default=False),
     no_feature_cache: Optional[bool] = typer.Option(None, "--no-feature-cache", help="Train the head on images instead of cached backbone features.", show_default=False),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", metavar="MINUTES", help="Whole-run wall-clock budget: times a few steps, then chooses the epochs (and fits the schedule) so that data, caches, training, evaluation and writing end within it. Overrides --epochs. 0 = off."),
+    fine_tune_from: Optional[str] = typer.Option(None, "--fine-tune-from", metavar="LAYER", help="Backbone presets: cut after LAYER (a block boundary such as block_9_add), cache the frozen bottom's activations for `cache_views` augmented views, and train everything above the cut."),
+    teacher: Optional[str] = typer.Option(None, metavar="RUN_DIR", help="Distil from a finished run (from-scratch presets): its probabilities on each training image and its mirror image, blended into the labels by `distill_weight`."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation policy: fast (flip + 4-px reflect-pad crop, on uint8 batches), seed (flip, rotate ±15°, shift, zoom; about half the speed), none, or ops 'flip,crop:4,cutout:8'. " + dflt("augment")),
     set_: List[str] = typer.Option([], "--set", help="Override any config key: --set label_smoothing=0.05 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last finished epoch."),
 ):
@@ -57,13 +62,14 @@ def train(
         overrides.update(data=data, preset=preset, weights=weights, hub=hub, input_size=input_size, epochs=epochs,
                          fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
-                         feature_cache=False if no_feature_cache else None)
+                         feature_cache=False if no_feature_cache else None, time_budget=time_budget,
+                         fine_tune_from=fine_tune_from, augment=augment, teacher=teacher)
         given = sorted(k for k, v in overrides.items() if v is not None)
         if resume and (given or config):
             console.print(f"note: --resume continues with the run's saved config.yaml; ignoring {', '.join(given) or '--config'}.")
         cfg = build_config(None if resume else config, {} if resume else overrides)
         from edgekit.train.run import train as run_train
-        path = run_train(cfg, out, resume=resume)
+        path = run_train(cfg, out, resume=resume, started=STARTED)
     except EdgeError as exc:
         _fail(exc)
     _print_summary(path)

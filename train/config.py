@@ -5,7 +5,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
@@ -31,15 +31,23 @@ class TrainConfig:
     fine_tune_epochs: int = 0         # phase 2 (transfer only); 0 = no fine-tuning
     fine_tune_layers: int = 30        # top backbone layers unfrozen in phase 2 (0 = all)
     fine_tune_lr: float = 1e-4
-    optimizer: str = "adam"           # adam | sgd (SGD with momentum)
+    fine_tune_from: Optional[str] = None  # backbone layer to cut after: train everything above it on cached activations
+    cache_views: int = 4              # K views per training image in the activation cache (original, flip, K-2 augmented)
+    optimizer: str = "adam"           # adam | sgd (SGD with Nesterov momentum)
     momentum: float = 0.9
     lr_decay: float = 1.0             # exponential decay factor per epoch (1.0 = constant)
-    lr_schedule: str = "exponential"  # exponential (lr * lr_decay**epoch) | cosine (to 0, after warm-up)
+    lr_schedule: str = "exponential"  # exponential (lr * lr_decay**epoch) | cosine (to 0, after warm-up) | onecycle
     warmup_epochs: int = 0            # linear warm-up epochs of the cosine schedule
+    warmup_fraction: float = 0.15     # one-cycle: share of the steps spent warming up from 0 to lr
+    final_lr: float = 0.0             # one-cycle: the rate the linear anneal ends at
+    ema: float = 0.0                  # momentum of the weight average that is validated and saved; 0 = off
+    time_budget: float = 0.0          # minutes for the whole run; chooses the epochs (overrides `epochs`); 0 = off
+    teacher: Optional[str] = None     # a finished run whose probabilities are blended into the targets (distillation)
+    distill_weight: float = 0.5       # share of the teacher's probabilities in each target (the rest: the label)
     weight_decay: float = 0.0         # L2 penalty on conv/dense kernels (from-scratch models)
     label_smoothing: float = 0.1
     dropout: float = 0.2
-    augment: bool = True              # flip, rotation ±15°, shift 0.1, zoom 0.8–1.2 (not used on cached features)
+    augment: Union[str, List[str]] = "fast"  # fast (flip, crop:4) | seed (flip, rotate, shift, zoom) | none | [ops]
     early_stopping_patience: int = 5  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True        # phase 1 of transfer presets trains on cached backbone features
     data_cache: bool = True           # reuse decoded images of unchanged files from an earlier run
@@ -61,6 +69,10 @@ def suggest(name: str, choices) -> str:
 def _coerce(key: str, value: Any) -> Any:
     """Type-check one value against the dataclass default's type (YAML and --set give strings too)."""
     default = TrainConfig.__dataclass_fields__[key].default
+    if key == "augment":  # a policy name, a list of ops, or the older true/false
+        from edgekit.train.augment import parse_policy
+        parse_policy(value)
+        return list(value) if isinstance(value, (list, tuple)) else value
     if value is None or (isinstance(value, str) and value.lower() in ("null", "~") and default is None):
         return None
     typ = type(default) if default is not None else (int if key.endswith(("size", "class")) else str)
@@ -133,8 +145,10 @@ def build_config(config_file: Optional[Path], overrides: Dict[str, Any]) -> Trai
 def validate(cfg: TrainConfig) -> None:
     if cfg.optimizer not in ("adam", "sgd"):
         raise EdgeError(f"optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}.{suggest(cfg.optimizer, ['adam', 'sgd'])}")
-    if cfg.lr_schedule not in ("exponential", "cosine"):
-        raise EdgeError(f"lr_schedule must be 'exponential' or 'cosine', not {cfg.lr_schedule!r}.")
+    from edgekit.train.schedules import SCHEDULES
+    if cfg.lr_schedule not in SCHEDULES:
+        raise EdgeError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {cfg.lr_schedule!r}."
+                        f"{suggest(cfg.lr_schedule, SCHEDULES)}")
     checks = [
         (0 < cfg.val_fraction < 0.9, "val_fraction must be between 0 and 0.9"),
         (0 < cfg.test_fraction < 0.9, "test_fraction must be between 0 and 0.9"),
@@ -146,6 +160,13 @@ def validate(cfg: TrainConfig) -> None:
         (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
         (cfg.input_size is None or cfg.input_size >= 32, "input_size must be at least 32"),
         (cfg.limit_per_class is None or cfg.limit_per_class >= 2, "limit_per_class must be at least 2"),
+        (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
+        (0 <= cfg.final_lr <= cfg.lr, "final_lr must be between 0 and lr"),
+        (cfg.ema == 0 or 0.5 <= cfg.ema < 1, "ema must be 0 (off) or a momentum in [0.5, 1), e.g. 0.99"),
+        (cfg.time_budget >= 0, "time_budget must be 0 (off) or minutes"),
+        (cfg.cache_views >= 1, "cache_views must be at least 1"),
+        (0 < cfg.distill_weight <= 1, "distill_weight must be in (0, 1]"),
+        (cfg.fine_tune_from is None or not cfg.hub, "fine_tune_from needs a keras.applications backbone, not --hub"),
     ]
     for ok, message in checks:
         if not ok:

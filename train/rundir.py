@@ -77,6 +77,11 @@ class RunDir:
         }
         write_json(self.path / "run.json", self.run_info)
 
+    def record(self, key: str, value) -> None:
+        """Add or replace one entry of run.json (e.g. the time budget's plan, then its outcome)."""
+        self.run_info[key] = value
+        write_json(self.path / "run.json", self.run_info)
+
     def write_final(self, model, data: Dataset, probs: np.ndarray, phases, info: dict) -> dict:
         # A fresh, uncompiled Model over the same layers saves without the optimizer state.
         bare = model.__class__(model.inputs, model.outputs, name=model.name)

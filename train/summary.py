@@ -7,7 +7,8 @@ from typing import Dict, List
 
 import yaml
 
-COLUMNS = ["run", "model", "input", "phases", "test top-1", "train time", "before 1st epoch", "feature cache"]
+COLUMNS = ["run", "model", "input", "phases", "test top-1", "train time", "before 1st epoch", "whole run", "budget",
+           "cache"]
 
 
 def _fmt_seconds(s) -> str:
@@ -23,12 +24,18 @@ def summarize(run_dir: Path) -> Dict[str, str]:
     model = "hub:" + Path(cfg["hub"]).name if cfg.get("hub") else cfg["preset"]
     phases = ", ".join(f"{name} {p['epochs']} ep" for name, p in m.get("phases", {}).items())
     hit = m.get("feature_cache_hit")
+    kind = "features"
+    if m.get("activation_cache_hit") is not None:
+        hit, kind = m["activation_cache_hit"], f"activations at {m.get('cut')}"
+    budget = cfg.get("time_budget") or 0
     return {
         "run": run_dir.name, "model": model, "input": f"{pre['height']}x{pre['width']}", "phases": phases,
         "test top-1": f"{m['test']['top1']:.2%} ({m['test']['images']:,})",
         "train time": _fmt_seconds(m.get("train_seconds")),
         "before 1st epoch": _fmt_seconds(m.get("seconds_before_first_epoch")),
-        "feature cache": "-" if hit is None else ("hit" if hit else "miss"),
+        "whole run": _fmt_seconds(m.get("total_seconds")),
+        "budget": f"{budget:g} min" if budget else "-",
+        "cache": "-" if hit is None else f"{kind} {'hit' if hit else 'miss'}",
     }
 
 

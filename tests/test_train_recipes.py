@@ -1,0 +1,200 @@
+"""Training recipes on tiny data: one-cycle, the weight average, activation caches, time budgets, bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tf_keras as keras
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.errors import EdgeError
+from edgekit.train import activations
+from edgekit.train.config import build_config
+from edgekit.train.fit import PhaseState, run_phase
+from edgekit.train.run import train
+from edgekit.train.schedules import OneCycle, OptimizerSpec, custom_objects, make_optimizer
+
+
+def cfg(data, **kw):
+    base = dict(data=str(data), batch_size=8, epochs=2, early_stopping_patience=0, seed=7)
+    base.update(kw)
+    return build_config(None, base)
+
+
+MNV2_CUT = dict(preset="mobilenet_v2", weights="none", alpha=0.35, input_size=32, fine_tune_from="block_5_add",
+                cache_views=3, lr=1e-3, epochs=1)
+
+
+def test_one_cycle_shape():
+    s = OneCycle(peak=0.2, total_steps=100, warmup_fraction=0.15, final=0.01)
+    lr = [float(s(i)) for i in range(0, 121)]
+    assert lr[0] == 0.0 and lr[15] == pytest.approx(0.2)
+    assert all(a < b for a, b in zip(lr[:15], lr[1:16]))        # linear warm-up
+    assert all(a > b for a, b in zip(lr[15:100], lr[16:101]))    # linear anneal
+    assert lr[100] == pytest.approx(0.01) and lr[120] == pytest.approx(0.01)
+    assert lr[57] == pytest.approx(0.01 + 0.19 * 43 / 85, rel=1e-5)
+    s.set_total_steps(60)  # a budget that falls behind shortens the cycle; the rate goes down, never up
+    assert float(s(40)) < lr[40] and float(s(60)) == pytest.approx(0.01)
+    again = OneCycle.from_config(s.get_config())
+    assert float(again(30)) == pytest.approx(float(s(30)))
+
+
+def _tiny_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[(x[:, 0] > 0).astype(int) + (x[:, 1] > 1).astype(int)]
+    return x, y
+
+
+def test_weight_average_is_validated_saved_and_resumed(tmp_path):
+    x, y = _tiny_problem()
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(make_optimizer(OptimizerSpec("sgd", 0.5, "onecycle", ema=0.9), 12, 2), "categorical_crossentropy")
+    state = PhaseState("train")
+    run_phase(model, state, tmp_path, train=(x, y), val=(x[:32], y[:32]), epochs=1, steps_per_epoch=None,
+              patience=0, verbose=0, batch_size=8)
+    # what was validated is what the phase ends with: the average
+    assert model.evaluate(x[:32], y[:32], verbose=0) == pytest.approx(state.history[0]["val_loss"], rel=1e-5)
+    last = keras.models.load_model(tmp_path / "last.keras", custom_objects=custom_objects())
+    # the checkpoint holds the training weights and, in its optimizer, the averages: --resume restores both
+    averages = [v.numpy() for v in last.optimizer._model_variables_moving_average]
+    raw = [v.numpy() for v in last.trainable_variables]
+    ended = [v.numpy() for v in model.trainable_variables]
+    assert all(np.array_equal(a, b) for a, b in zip(averages, ended))
+    assert not all(np.allclose(a, b) for a, b in zip(averages, raw))
+    # resuming continues from the restored average, not from the training weights
+    before = [a.copy() for a in averages]
+    state.done = False  # as an interrupted phase would be
+    run_phase(last, state, tmp_path, train=(x, y), val=(x[:32], y[:32]), epochs=2, steps_per_epoch=None,
+              patience=0, verbose=0, batch_size=8)
+    assert state.epochs_done == 2 and last.optimizer.iterations.numpy() == 24
+    moved = [v.numpy() for v in last.optimizer._model_variables_moving_average]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, moved))
+
+
+def test_ema_run_saves_the_average(tiny_folder, tmp_path):
+    run = train(cfg(tiny_folder, preset="resnet8", optimizer="sgd", lr=0.05, lr_schedule="onecycle", ema=0.9,
+                    epochs=2), tmp_path / "run")
+    saved = keras.models.load_model(run / "model.keras", compile=False)
+    best = keras.models.clone_model(saved)
+    best.load_weights(run / "checkpoints" / "train" / "best.weights.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), best.get_weights()))
+    last = keras.models.load_model(run / "checkpoints" / "train" / "last.keras", custom_objects=custom_objects())
+    state = json.loads((run / "checkpoints" / "train" / "state.json").read_text())
+    if state["best_epoch"] == 2:
+        averages = [v.numpy() for v in last.optimizer._model_variables_moving_average]
+        assert all(np.array_equal(a, b) for a, b in zip(averages, [v.numpy() for v in saved.trainable_variables]))
+
+
+def test_activation_cache_hits_and_the_model_is_bottom_plus_top(tiny_folder, tmp_path, cache_dir):
+    first = train(cfg(tiny_folder, **MNV2_CUT), tmp_path / "a")
+    m1 = json.loads((first / "metrics.json").read_text())
+    assert m1["activation_cache_hit"] is False and m1["cut"] == "block_5_add" and set(m1["phases"]) == {"top"}
+    entries = list((cache_dir / "activations").iterdir())
+    assert len(entries) == 1 and np.load(entries[0] / "train.npy", mmap_mode="r").shape[:2] == (3, 42)
+    second = train(cfg(tiny_folder, **MNV2_CUT), tmp_path / "b")
+    assert json.loads((second / "metrics.json").read_text())["activation_cache_hit"] is True
+    assert len(list((cache_dir / "activations").iterdir())) == 1
+    # another K is another entry
+    train(cfg(tiny_folder, **{**MNV2_CUT, "cache_views": 2}), tmp_path / "c")
+    assert len(list((cache_dir / "activations").iterdir())) == 2
+
+    model = keras.models.load_model(second / "model.keras", compile=False)
+    from edgekit.train.data import load_dataset
+    from edgekit.train.pipeline import to_model_input
+    from edgekit_runtime import PreprocessSpec
+    spec = PreprocessSpec.load(second / "preprocess.json")
+    x = to_model_input(load_dataset(str(tiny_folder), spec.size, seed=7).test.x[:8], spec).numpy()
+    whole = model.predict_on_batch(x)
+    parts = model.get_layer("top").predict_on_batch(model.get_layer("bottom").predict_on_batch(x))
+    assert np.array_equal(whole, parts)
+    # the cache's view 0 is the frozen bottom's output on the training images (float16)
+    data = load_dataset(str(tiny_folder), spec.size, seed=7)
+    cached = np.load(entries[0] / "train.npy", mmap_mode="r")[0, :4]
+    fresh = model.get_layer("bottom").predict_on_batch(to_model_input(data.train.x[:4], spec).numpy())
+    assert np.array_equal(cached, fresh.astype(np.float16))
+
+
+def test_resume_with_a_changed_cache_key_says_what_changed(tiny_folder, tmp_path, cache_dir):
+    run = train(cfg(tiny_folder, **MNV2_CUT), tmp_path / "run")
+    state_file = run / "checkpoints" / "top" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["cache_key"]["data"] = "0" * 64
+    state["done"] = False
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(EdgeError, match=r"cache key changed.*data \(\"0000"):
+        train(cfg(tiny_folder), tmp_path / "run", resume=True)
+
+
+def test_cut_names_are_checked():
+    backbone = keras.applications.MobileNetV2(weights=None, alpha=0.35, include_top=False, input_shape=(32, 32, 3))
+    valid = activations.block_boundaries(backbone)
+    assert {"block_2_add", "block_9_add", "block_12_add", "block_16_project_BN"} <= set(valid)
+    assert "block_9_expand" not in valid and "block_2_project_BN" not in valid
+    with pytest.raises(EdgeError, match=r"'block_9_ad' is not a layer.*Nearest names: block_9_add"):
+        activations.check_cut(backbone, "block_9_ad")
+    with pytest.raises(EdgeError, match=r"'block_9_expand' is inside a residual block.*block_9_add"):
+        activations.check_cut(backbone, "block_9_expand")
+
+
+def test_cache_that_does_not_fit_the_disk_leaves_nothing(tiny_folder, tmp_path, cache_dir, monkeypatch):
+    import shutil
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 1 << 20))
+    with pytest.raises(EdgeError, match="activation cache needs .* GB free"):
+        train(cfg(tiny_folder, **MNV2_CUT), tmp_path / "a")
+    monkeypatch.undo()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    with pytest.raises(EdgeError, match="No space left on device.*nothing partial was kept"):
+        train(cfg(tiny_folder, **MNV2_CUT), tmp_path / "b")
+    assert not any((cache_dir / "activations").iterdir())
+
+
+def test_budget_too_small_for_one_epoch_is_refused_before_training(tiny_folder, tmp_path):
+    with pytest.raises(EdgeError, match="cannot hold one epoch"):
+        train(cfg(tiny_folder, preset="resnet8", time_budget=0.01), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "train" / "last.keras").exists()
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
+    run = train(cfg(tiny_folder, preset="resnet8", time_budget=0.4, lr_schedule="onecycle", optimizer="sgd",
+                    lr=0.05, augment=["flip", "crop:2", "cutout:4"]), tmp_path / "run")
+    info = json.loads((run / "run.json").read_text())["time_budget"]
+    assert info["planned_epochs"] >= 1 and info["actual_seconds"] <= 0.4 * 60
+    assert 0 < info["probe"]["input_share"] < 1
+    epochs = json.loads((run / "metrics.json").read_text())["phases"]["train"]["epochs"]
+    assert 1 <= epochs <= info["planned_epochs"]
+
+
+def test_cli_rejects_bad_augment_and_cut(tiny_folder, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--data", str(tiny_folder), "--augment", "flip,rotate"])
+    assert result.exit_code != 0 and "unknown op 'rotate'" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train", "--data", str(tiny_folder), "--preset", "resnet8", "--fine-tune-from",
+                                      "block_9_add", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "trained whole from scratch" in result.output
+
+
+def test_distillation_blends_cached_teacher_answers(tiny_folder, tiny_run, tmp_path, cache_dir):
+    from edgekit.train.teacher import blend
+    kw = dict(preset="resnet8", epochs=1, teacher=str(tiny_run), distill_weight=0.7)
+    first = json.loads((train(cfg(tiny_folder, **kw), tmp_path / "a") / "metrics.json").read_text())
+    assert first["teacher_cache_hit"] is False and 0 <= first["teacher_train_agreement"] <= 1
+    second = json.loads((train(cfg(tiny_folder, **kw), tmp_path / "b") / "metrics.json").read_text())
+    assert second["teacher_cache_hit"] is True
+    targets = blend(np.array([0, 2]), np.array([[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]], np.float32), 0.7)
+    assert np.allclose(targets, [[0.65, 0.35, 0.0], [0.07, 0.07, 0.86]]) and np.allclose(targets.sum(1), 1)
+    other = tmp_path / "other"
+    for split in ("train", "test"):
+        for c, new in (("red", "rouge"), ("green", "vert"), ("blue", "bleu")):
+            (other / split).mkdir(parents=True, exist_ok=True)
+            os.symlink(tiny_folder / split / c, other / split / new)
+    with pytest.raises(EdgeError, match="a teacher must answer in the same classes"):
+        train(cfg(other, **kw), tmp_path / "c")
