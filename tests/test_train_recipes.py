@@ -198,3 +198,14 @@ def test_distillation_blends_cached_teacher_answers(tiny_folder, tiny_run, tmp_p
             os.symlink(tiny_folder / split / c, other / split / new)
     with pytest.raises(EdgeError, match="a teacher must answer in the same classes"):
         train(cfg(other, **kw), tmp_path / "c")
+
+
+def test_cosine_shape_and_re_aim():
+    from edgekit.train.schedules import WarmupCosine
+    s = WarmupCosine(peak=1.0, total_steps=110, warmup_steps=10)
+    lr = [float(s(i)) for i in range(0, 111)]
+    assert lr[0] == pytest.approx(0.1) and lr[10] == pytest.approx(1.0)
+    assert lr[60] == pytest.approx(0.5, abs=1e-6) and lr[110] == pytest.approx(0.0, abs=1e-7)
+    assert all(a >= b for a, b in zip(lr[10:110], lr[11:111]))
+    s.set_total_steps(60)
+    assert float(s(60)) == pytest.approx(0.0, abs=1e-7) and float(s(35)) == pytest.approx(0.5, abs=1e-6)

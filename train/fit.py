@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import numpy as np
 import tf_keras as keras
 
 from edgekit.atomic import write_json, write_with
@@ -106,8 +107,9 @@ class Checkpointer(keras.callbacks.Callback):
             return
         if len(self.epoch_seconds) < 2:  # the first epoch of a process also traces the graphs
             return
-        # the slowest recent epoch: a machine that slows down must not overrun the budget
-        per_epoch = max(self.epoch_seconds[1:][-3:])
+        # the median of the last three epochs: one slow epoch (a busy neighbour) must not cut the plan,
+        # a machine that stays slower must not overrun the budget
+        per_epoch = float(np.median(self.epoch_seconds[1:][-3:]))
         left = d.at - time.perf_counter() - d.after_training
         fits = s.epochs_done + max(0, int(left // per_epoch))
         if fits < s.planned_epochs:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -45,6 +46,31 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
                 "final": self.final, "start": self.start}
 
 
+@keras.utils.register_keras_serializable(package="edgekit")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from peak/10 over `warmup_steps`, then cosine to 0 at `total_steps` (a variable,
+    re-aimed like OneCycle's when a time budget falls behind)."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
+        super().__init__()
+        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+        self.total = tf.Variable(float(max(1, total_steps)), trainable=False, dtype=tf.float32, name="cosine_total")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = float(self.warmup_steps)
+        up = self.peak * (0.1 + 0.9 * step / max(1.0, warm))
+        done = tf.clip_by_value((step - warm) / tf.maximum(1.0, self.total - warm), 0.0, 1.0)
+        down = 0.5 * self.peak * (1.0 + tf.cos(math.pi * done))
+        return tf.where(step < warm, up, down)
+
+    def set_total_steps(self, steps: int) -> None:
+        self.total.assign(float(max(1, steps)))
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "total_steps": int(self.total.numpy()), "warmup_steps": self.warmup_steps}
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     kind: str               # adam | sgd
@@ -63,10 +89,7 @@ def make_optimizer(spec: OptimizerSpec, steps_per_epoch: int, epochs: int):
     if spec.schedule == "onecycle":
         rate = OneCycle(spec.lr, steps, spec.warmup_fraction, spec.final_lr)
     elif spec.schedule == "cosine":
-        warmup = spec.warmup_epochs * steps_per_epoch
-        rate = keras.optimizers.schedules.CosineDecay(
-            spec.lr * (0.1 if warmup else 1.0), max(1, steps - warmup),
-            warmup_target=spec.lr if warmup else None, warmup_steps=warmup)
+        rate = WarmupCosine(spec.lr, steps, spec.warmup_epochs * steps_per_epoch)
     elif spec.decay < 1.0:
         rate = keras.optimizers.schedules.ExponentialDecay(spec.lr, steps_per_epoch, spec.decay)
     else:
@@ -108,11 +131,12 @@ def ema_weights(model) -> Iterator[bool]:
 def set_total_epochs(model, steps_per_epoch: int, epochs: int) -> bool:
     """Re-aim a one-cycle schedule at `epochs`; False when the optimizer's schedule can't be re-aimed."""
     rate = getattr(getattr(model, "optimizer", None), "_learning_rate", None)
-    if isinstance(rate, OneCycle):
+    if isinstance(rate, (OneCycle, WarmupCosine)):
         rate.set_total_steps(steps_per_epoch * epochs)
         return True
     return False
 
 
 def custom_objects() -> dict:
-    return {"OneCycle": OneCycle, "edgekit>OneCycle": OneCycle}
+    return {"OneCycle": OneCycle, "edgekit>OneCycle": OneCycle, "WarmupCosine": WarmupCosine,
+            "edgekit>WarmupCosine": WarmupCosine}
