@@ -75,9 +75,12 @@ def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2
     return Probe(step, float(np.median(input_times)), infer, len(step_times), max(0.0, first - step))
 
 
-def epoch_seconds(p: Probe, steps_per_epoch: int, val_images: int) -> float:
+def epoch_seconds(p: Probe, steps_per_epoch: int, val_images: int, val_seconds: Optional[float] = None,
+                  checkpoint_seconds: float = CHECKPOINT_SECONDS) -> float:
+    """Steps, validation (timed when given, else from the inference rate) and the epoch's checkpoint writes."""
     step = p.step_seconds + INPUT_NOT_OVERLAPPED * p.input_seconds
-    return steps_per_epoch * step + val_images * p.infer_seconds_per_image + CHECKPOINT_SECONDS
+    val = val_seconds if val_seconds is not None else val_images * p.infer_seconds_per_image
+    return steps_per_epoch * step + val + checkpoint_seconds
 
 
 def plan_epochs(budget_seconds: float, elapsed_seconds: float, per_epoch: float, after_training: float,

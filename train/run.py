@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -194,8 +195,17 @@ def _probe_and_plan(s: Session, model, make_train, val, steps: int, after_traini
     s.info["probe"] = p.to_dict()
     if not s.cfg.time_budget:
         return None
-    val_n = len(s.data.val.y)
-    per_epoch = budget.epoch_seconds(p, steps, val_n)
+    # one real validation pass and one checkpoint write, timed: both happen after every epoch
+    t = time.perf_counter()
+    x, y = val if isinstance(val, tuple) else (val, None)
+    model.evaluate(x, y, batch_size=s.cfg.batch_size if isinstance(val, tuple) else None, verbose=0)
+    val_seconds = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(dir=s.run.path) as tmp:
+        t = time.perf_counter()
+        model.save(Path(tmp) / "probe.keras")
+        model.save_weights(Path(tmp) / "probe.weights.h5")
+        save_seconds = time.perf_counter() - t
+    per_epoch = budget.epoch_seconds(p, steps, len(s.data.val.y), val_seconds, save_seconds)
     after = after_training + len(s.data.test.y) * p.infer_seconds_per_image + budget.WRITING_SECONDS + p.trace_seconds
     elapsed = time.perf_counter() - s.started
     epochs = budget.plan_epochs(s.cfg.time_budget * 60, elapsed, per_epoch, after)
@@ -204,6 +214,7 @@ def _probe_and_plan(s: Session, model, make_train, val, steps: int, after_traini
                   f"~{after:.0f} s to evaluate and write: planned {planned / 60:.1f} min", highlight=False)
     s.info["time_budget"] = {"minutes": s.cfg.time_budget, "planned_epochs": epochs, "planned_seconds": planned,
                              "seconds_before_planning": elapsed, "epoch_seconds_estimate": per_epoch,
+                             "validation_seconds": val_seconds, "checkpoint_seconds": save_seconds,
                              "probe": p.to_dict()}
     s.run.record("time_budget", s.info["time_budget"])
     return epochs, after
