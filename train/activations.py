@@ -101,6 +101,8 @@ def split(backbone: keras.Model, cut: str, num_classes: int, dropout: float) -> 
 
 def compose(bottom: keras.Model, top: keras.Model, name: str) -> keras.Model:
     """One ordinary model, image in, probabilities out, that `edge convert` takes as it is."""
+    # a fresh Model over the top's layers leaves its optimizer (and its slots) out of model.keras
+    top = keras.Model(top.inputs, top.outputs, name="top")
     inputs = keras.Input(bottom.input.shape[1:], name="image")
     return keras.Model(inputs, top(bottom(inputs, training=False)), name=name)
 

@@ -60,3 +60,17 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
         return out, (labels if labels.shape.rank == 2 else tf.one_hot(labels, num_classes))
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def predict_images(model, x: np.ndarray, spec: PreprocessSpec, batch_size: int = 256, advance=None) -> np.ndarray:
+    """Probabilities for uint8 images, batch by batch from numpy (no generator-backed dataset to tear down)."""
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        return model(to_model_input(batch, spec), training=False)
+
+    out = []
+    for start in range(0, len(x), batch_size):
+        out.append(step(tf.constant(x[start:start + batch_size])).numpy())
+        if advance:
+            advance(min(batch_size, len(x) - start))
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)

@@ -25,7 +25,7 @@ from edgekit.train.augment import parse_policy
 from edgekit.train.config import TrainConfig, build_config
 from edgekit.train.data import Dataset, Split, load_dataset
 from edgekit.train.fit import Deadline, PhaseState, run_phase
-from edgekit.train.pipeline import make_dataset
+from edgekit.train.pipeline import make_dataset, predict_images
 from edgekit.train.presets import HUB_NORMALIZATION, get_preset, resolve_size
 from edgekit.train.rundir import RunDir, print_counts
 from edgekit.train.schedules import OptimizerSpec, make_optimizer
@@ -139,7 +139,7 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False, st
     images_trained = sum(p.epochs_done for p in s.phases.values()) * len(data.train.y)
 
     t0 = time.perf_counter()
-    probs = model.predict(s.images(data.test, augment=False, shuffle=False), verbose=0)
+    probs = predict_images(model, data.test.x, spec, cfg.batch_size)
     infer_seconds = time.perf_counter() - t0
     run.write_final(model, data, probs, s.phases, {
         **s.info,
@@ -281,8 +281,8 @@ def _top_on_activations(s: Session, built):
 def _bottom_seconds_per_image(s: Session, bottom, hit: bool, cache_seconds: float, acts) -> float:
     if not hit:
         return cache_seconds / (acts["train"].shape[0] * acts["train"].shape[1] + acts["val"].shape[0])
-    x = s.images(s.data.val, augment=False, shuffle=False)
-    batch = next(iter(x))[0]
+    from edgekit.train.pipeline import to_model_input
+    batch = to_model_input(s.data.val.x[: s.cfg.batch_size], s.spec)
     bottom.predict_on_batch(batch)
     t = time.perf_counter()
     bottom.predict_on_batch(batch)

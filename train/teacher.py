@@ -22,7 +22,7 @@ def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: s
                           batch_size: int = 256) -> Tuple[np.ndarray, bool, float]:
     """(N x classes float32 probabilities, cache hit, seconds) of the teacher run on images `x`."""
     from edgekit.train import models
-    from edgekit.train.pipeline import make_dataset
+    from edgekit.train.pipeline import predict_images
     from edgekit.train.rundir import read_finished_run
     t0 = time.perf_counter()
     run = Path(run_dir)
@@ -40,13 +40,8 @@ def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: s
     out = np.zeros((len(x), len(labels)), np.float32)
     with progress_bar(f"teacher {run.name} on {len(x):,} images (and their mirror images)", 2 * len(x)) as advance:
         for flipped in (False, True):
-            xs = x[:, :, ::-1] if flipped else x
-            start = 0
-            for batch in make_dataset(xs, None, spec, batch_size, num_classes=len(labels)):
-                p = model.predict_on_batch(batch)
-                out[start:start + len(p)] += 0.5 * p
-                start += len(p)
-                advance(len(p))
+            out += 0.5 * predict_images(model, np.ascontiguousarray(x[:, :, ::-1]) if flipped else x, spec,
+                                        batch_size, advance)
     cache.store(entry, {"probs": out}, key)
     return out, False, time.perf_counter() - t0
 
