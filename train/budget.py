@@ -75,6 +75,20 @@ def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2
     return Probe(step, float(np.median(input_times)), infer, len(step_times), max(0.0, first - step))
 
 
+def input_seconds(batches: Iterable, steps: int = 8, warmup: int = 2) -> Optional[float]:
+    """The input pipeline alone: median seconds per batch, or None when there are too few batches."""
+    it, times = iter(batches), []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        try:
+            next(it)
+        except StopIteration:
+            break
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times)) if times else None
+
+
 def epoch_seconds(p: Probe, steps_per_epoch: int, val_images: int, val_seconds: Optional[float] = None,
                   checkpoint_seconds: float = CHECKPOINT_SECONDS) -> float:
     """Steps, validation (timed when given, else from the inference rate) and the epoch's checkpoint writes."""

@@ -188,13 +188,19 @@ def _fit(s: Session, model, name: str, *, train_data, make_train, val, epochs: i
 def _probe_and_plan(s: Session, model, make_train, val, steps: int, after_training: float):
     """Time a few steps on throwaway weights; with a time budget, choose the epochs that fit it:
     (epochs, seconds to keep for evaluating and writing), else None."""
+    if not s.cfg.time_budget:
+        # without a budget the model is not touched: the pipeline alone, on its own copy of the data
+        alone = budget.input_seconds(make_train())
+        if alone is not None:
+            s.info["input_seconds_per_batch"] = alone
+            console.print(f"input pipeline {alone * 1e3:.1f} ms per batch alone (Keras prints the ms per training "
+                          "step; with --time-budget the share of a step is measured too)", highlight=False)
+        return None
     s.compile(model, s.optimizer(s.cfg.lr, steps, 1))
     val_x = val[0] if isinstance(val, tuple) else next(iter(val))[0]
     p = budget.probe(model, make_train(), np.asarray(val_x[: s.cfg.batch_size]))
     console.print(p.describe(s.cfg.batch_size), highlight=False)
     s.info["probe"] = p.to_dict()
-    if not s.cfg.time_budget:
-        return None
     # one real validation pass and one checkpoint write, timed: both happen after every epoch
     t = time.perf_counter()
     x, y = val if isinstance(val, tuple) else (val, None)
