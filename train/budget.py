@@ -43,17 +43,7 @@ def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2
     """Time `steps` training steps and the batches feeding them; the model's weights are put back after,
     so the caller recompiles with a fresh optimizer (its schedule depends on the plan)."""
     weights = model.get_weights()
-    it = iter(batches)
-    fetched, input_times = [], []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        try:
-            b = next(it)
-        except StopIteration:
-            break
-        if i >= warmup:
-            input_times.append(time.perf_counter() - t)
-        fetched.append(b)
+    fetched, input_times = _fetch_timed(batches, warmup + steps, warmup)
     if len(fetched) <= warmup:
         raise EdgeError("the training set is too small to time a step for the time budget; drop time_budget.")
     step_times: List[float] = []
@@ -75,17 +65,23 @@ def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2
     return Probe(step, float(np.median(input_times)), infer, len(step_times), max(0.0, first - step))
 
 
-def input_seconds(batches: Iterable, steps: int = 8, warmup: int = 2) -> Optional[float]:
-    """The input pipeline alone: median seconds per batch, or None when there are too few batches."""
-    it, times = iter(batches), []
-    for i in range(warmup + steps):
+def _fetch_timed(batches: Iterable, count: int, warmup: int):
+    """Up to `count` batches, and the seconds each one after the first `warmup` took to arrive."""
+    it, fetched, times = iter(batches), [], []
+    for i in range(count):
         t = time.perf_counter()
         try:
-            next(it)
+            fetched.append(next(it))
         except StopIteration:
             break
         if i >= warmup:
             times.append(time.perf_counter() - t)
+    return fetched, times
+
+
+def input_seconds(batches: Iterable, steps: int = 8, warmup: int = 2) -> Optional[float]:
+    """The input pipeline alone: median seconds per batch, or None when there are too few batches."""
+    times = _fetch_timed(batches, warmup + steps, warmup)[1]
     return float(np.median(times)) if times else None
 
 

@@ -53,6 +53,14 @@ def _weights_identity(cfg: TrainConfig, weights: str) -> str:
     return models.file_digest(Path(weights)) if weights not in ("imagenet", "none") else weights
 
 
+def _backbone_key(s: "Session") -> Dict[str, object]:
+    """What makes a frozen backbone's outputs on this data what they are: the shared part of the cache keys."""
+    cfg, spec = s.cfg, s.spec
+    return {"backbone": cfg.hub or cfg.preset, "alpha": cfg.alpha, "weights": _weights_identity(cfg, s.weights),
+            "size": spec.height, "normalisation": [list(spec.scale), list(spec.offset), spec.channel_order],
+            "data": s.data.data_hash, "seed": cfg.seed, "val_fraction": cfg.val_fraction}
+
+
 @dataclass
 class Session:
     """One `edge train` invocation: what every phase reads, and what they report back."""
@@ -250,11 +258,8 @@ def _top_on_activations(s: Session, built):
     cfg = s.cfg
     bottom, top = activations.split(built.backbone, cfg.fine_tune_from, s.num_classes, cfg.dropout)
     policy = parse_policy(cfg.augment)
-    key = {"kind": "activations", "version": activations.CACHE_VERSION, "backbone": cfg.preset, "alpha": cfg.alpha,
-           "weights": _weights_identity(cfg, s.weights), "size": s.spec.height,
-           "normalisation": [list(s.spec.scale), list(s.spec.offset), s.spec.channel_order], "data": s.data.data_hash,
-           "seed": cfg.seed, "val_fraction": cfg.val_fraction, "cut": cfg.fine_tune_from, "views": cfg.cache_views,
-           "augment": policy.key()}
+    key = {**_backbone_key(s), "kind": "activations", "version": activations.CACHE_VERSION,
+           "cut": cfg.fine_tune_from, "views": cfg.cache_views, "augment": policy.key()}
     state = PhaseState.load(s.run.ckpt("top") / "state.json", "top")
     if s.resumed and state.cache_key is not None and state.cache_key != key:
         raise EdgeError("cannot resume: the activation cache key changed since this run started: "
@@ -315,9 +320,7 @@ def _head_then_fine_tune(s: Session, built):
     built.backbone.trainable = False
     last_phase = cfg.fine_tune_epochs == 0
     if cfg.feature_cache:
-        key = {"backbone": cfg.hub or cfg.preset, "alpha": cfg.alpha, "weights": _weights_identity(cfg, s.weights),
-               "size": s.spec.height, "normalisation": [list(s.spec.scale), list(s.spec.offset), s.spec.channel_order],
-               "data": s.data.data_hash, "seed": cfg.seed, "val_fraction": cfg.val_fraction}
+        key = _backbone_key(s)
         t0 = time.perf_counter()
         feats, hit = feature_cache.cached_features(key, cfg.cache_dir, built.features,
                                                    {"train": s.data.train.x, "val": s.data.val.x}, s.spec,
