@@ -370,7 +370,11 @@ def test_validation_runs_artifacts_as_a_device_does(full, run_dir, tmp_path):
     clf = Classifier.load(model)
     assert clf._table.kind == "clip"
     rng = np.random.default_rng(8)
-    at_size = Images(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), None, spec)
+    # Noise alone can leave a saturated tiny model's quantized output unmoved by a one-step input shift; a
+    # sweep of grey levels walks the output across its quantization steps, so some of them must move.
+    levels = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None, None], (256, 32, 32, 3))
+    noise = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    at_size = Images(np.concatenate([noise, levels]), None, spec)
     float_path = np.concatenate([clf.run(b) for b in at_size.batches()])
     assert not np.array_equal(float_path, clf.predict(at_size.x))  # the ties move the answer here
     probs, _ = run_artifact(model, at_size)
