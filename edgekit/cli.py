@@ -19,6 +19,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 DEFAULTS = TrainConfig()
 
 
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's own log lines and warnings "
+                                                 "(hidden by default; EDGE_DEBUG=1 shows them too, with tracebacks).")):
+    from edgekit import quiet
+    quiet.install(verbose)
+
+
 def dflt(key: str) -> str:
     """Help text shows the built-in default read from TrainConfig, so it can't drift from the code."""
     return f"Default: {getattr(DEFAULTS, key)}."

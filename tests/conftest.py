@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the quiet level `edge` uses (edgekit/quiet.py)
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}

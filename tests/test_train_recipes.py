@@ -180,6 +180,34 @@ def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
     assert 1 <= epochs <= info["planned_epochs"]
 
 
+def test_budget_plan_grows_early_shrinks_late_and_moves_the_schedule(tmp_path):
+    import time
+    from edgekit.train.fit import Checkpointer, Deadline
+    model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(2)])
+    model.compile(make_optimizer(OptimizerSpec("sgd", 0.1, "onecycle"), steps_per_epoch=10, epochs=20), "mse")
+    rate = model.optimizer._learning_rate
+
+    def replan(done, seconds, left, planned=20, cap=40):
+        state = PhaseState("train", epochs_done=done, planned_epochs=planned)
+        cb = Checkpointer(tmp_path, state, 0, 0.0, None, None, Deadline(time.perf_counter() + left, 0.0, 10, cap))
+        cb.set_model(model)
+        cb.progbar = keras.callbacks.ProgbarLogger(count_mode="steps")
+        cb.epoch_seconds = seconds
+        cb._keep_to_deadline()
+        return state.planned_epochs, cb.progbar.epochs, model.stop_training
+
+    # epochs of 2 s (the first one traced), 30 more fit in the time left after 3 of a 20-epoch plan: a probe on a slow spell
+    assert replan(3, [9.0, 2.0, 2.0], left=61.0) == (33, 33, False)
+    assert float(rate.total) == 330.0
+    assert replan(3, [9.0, 2.0, 2.0], left=600.0)[0] == 40          # never past what fit() was given
+    assert replan(3, [9.0, 2.0], left=600.0)[0] == 20               # one steady epoch is not evidence yet
+    assert replan(10, [9.0, 2.0, 2.0], left=600.0)[0] == 20         # past the warm-up share: only shrinks
+    model.stop_training = False
+    assert replan(10, [9.0, 2.0, 2.0, 5.0, 5.0], left=11.0) == (12, 12, False)  # slower: the plan shrinks
+    assert float(rate.total) == 120.0
+    assert replan(12, [9.0, 2.0, 2.0], left=0.0)[2] is True        # out of time: fit stops
+
+
 def test_cli_rejects_bad_augment_and_cut(tiny_folder, tmp_path):
     result = CliRunner().invoke(app, ["train", "--data", str(tiny_folder), "--augment", "flip,rotate"])
     assert result.exit_code != 0 and "unknown op 'rotate'" in result.output and "Traceback" not in result.output

@@ -16,6 +16,7 @@ INPUT_NOT_OVERLAPPED = 0.5
 MARGIN = 0.03                # planned time is kept this fraction below the budget
 CHECKPOINT_SECONDS = 0.5     # writing last.keras + state.json after each epoch (small models)
 WRITING_SECONDS = 8.0        # model.keras, metrics, plots at the end
+MAX_GROWTH = 2.0             # a plan made on a slow spell may grow to this multiple once epochs are timed
 
 
 @dataclass
@@ -91,6 +92,11 @@ def epoch_seconds(p: Probe, steps_per_epoch: int, val_images: int, val_seconds: 
     step = p.step_seconds + INPUT_NOT_OVERLAPPED * p.input_seconds
     val = val_seconds if val_seconds is not None else val_images * p.infer_seconds_per_image
     return steps_per_epoch * step + val + checkpoint_seconds
+
+
+def growth_cap(planned: int) -> int:
+    """The most epochs a plan may grow to once the epochs' own times are known (see fit.Checkpointer)."""
+    return max(planned + 1, math.ceil(planned * MAX_GROWTH))
 
 
 def plan_epochs(budget_seconds: float, elapsed_seconds: float, per_epoch: float, after_training: float,

@@ -18,6 +18,9 @@ from edgekit.signals import interrupts_deferred
 from edgekit.train.schedules import ema_weights, set_total_epochs
 
 
+GROW_UNTIL = 0.15   # share of a budgeted plan after which it may only shrink (one-cycle's warm-up share)
+
+
 @dataclass
 class PhaseState:
     name: str
@@ -51,6 +54,7 @@ class Deadline:
     at: float
     after_training: float   # final evaluation and writing
     steps_per_epoch: int
+    max_epochs: int         # what fit() was given: a plan can grow up to this, never past it
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -63,7 +67,16 @@ class Checkpointer(keras.callbacks.Callback):
         self.folder, self.state, self.patience, self.started = folder, state, patience, started
         self.val, self.batch_size, self.deadline, self.on_epoch = val, batch_size, deadline, on_epoch
         self.epoch_seconds: List[float] = []
+        self.progbar: Optional[keras.callbacks.ProgbarLogger] = None
         self._val_iter, self._val_steps = None, 0
+
+    def on_train_begin(self, logs=None):
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        """fit() was given the plan's upper bound; the progress bar's 'Epoch i/N' shows the plan itself."""
+        if self.progbar is not None and self.state.planned_epochs is not None:
+            self.progbar.epochs = self.state.planned_epochs
 
     def _validate(self) -> dict:
         if isinstance(self.val, tuple):
@@ -114,21 +127,29 @@ class Checkpointer(keras.callbacks.Callback):
             self.on_epoch(s)
 
     def _keep_to_deadline(self) -> None:
-        """When epochs run slower than planned, shorten the plan (and the one-cycle schedule) to end in time."""
+        """Re-plan from the epochs' own times: shorten the plan (and the schedule) when they run slower than
+        the probe said; lengthen it, early on only, when they run faster (a probe taken on a slow spell)."""
         d, s = self.deadline, self.state
         if d is None or s.planned_epochs is None:
             return
-        if len(self.epoch_seconds) < 2:  # the first epoch of a process also traces the graphs
+        steady = self.epoch_seconds[1:]  # the first epoch of a process also traces the graphs
+        if not steady:
             return
         # the median of the last three epochs: one slow epoch (a busy neighbour) must not cut the plan,
         # a machine that stays slower must not overrun the budget
-        per_epoch = float(np.median(self.epoch_seconds[1:][-3:]))
+        per_epoch = float(np.median(steady[-3:]))
         left = d.at - time.perf_counter() - d.after_training
         fits = s.epochs_done + max(0, int(left // per_epoch))
+        was = s.planned_epochs
         if fits < s.planned_epochs:
             s.planned_epochs = max(s.epochs_done, fits)
+        elif fits > s.planned_epochs and len(steady) >= 2 and s.epochs_done <= GROW_UNTIL * s.planned_epochs:
+            # still in the warm-up: a longer cycle only lowers the rate a little, and the anneal is all ahead
+            s.planned_epochs = min(fits, d.max_epochs)
+        if s.planned_epochs != was:
             set_total_epochs(self.model, d.steps_per_epoch, s.planned_epochs)
-            print(f"time budget: epochs take {per_epoch:.0f} s; the plan is now {s.planned_epochs} epochs.",
+            self._show_plan()
+            print(f"time budget: epochs take {per_epoch:.0f} s; the plan is now {s.planned_epochs} epochs (was {was}).",
                   file=sys.stderr)
         if s.epochs_done >= s.planned_epochs:
             self.model.stop_training = True
@@ -141,12 +162,16 @@ def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int
     folder.mkdir(parents=True, exist_ok=True)
     if state.epochs_done < epochs and not state.done:
         cb = Checkpointer(folder, state, patience, time.perf_counter(), val, batch_size, deadline)
+        callbacks = [cb]
+        if verbose:  # fit() uses a ProgbarLogger it is given instead of its own
+            cb.progbar = keras.callbacks.ProgbarLogger(count_mode="steps")
+            callbacks.append(cb.progbar)
         x, y = train if isinstance(train, tuple) else (train, None)
         if isinstance(train, tf.data.Dataset) and steps_per_epoch is None and int(train.cardinality()) > 0:
             # one iterator for every epoch (see Checkpointer._validate); the generator counts its epochs
             steps_per_epoch, x = int(train.cardinality()), train.repeat()
         model.fit(x, y, epochs=epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps_per_epoch,
-                  batch_size=batch_size, callbacks=[cb], verbose=verbose, shuffle=isinstance(train, tuple))
+                  batch_size=batch_size, callbacks=callbacks, verbose=verbose, shuffle=isinstance(train, tuple))
     if (folder / "best.weights.h5").is_file():
         model.load_weights(folder / "best.weights.h5")
     state.done = True

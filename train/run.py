@@ -181,10 +181,13 @@ def _fit(s: Session, model, name: str, *, train_data, make_train, val, epochs: i
         planned = _probe_and_plan(s, model, make_train, val, steps, after_training)
         if planned is not None:
             state.planned_epochs, after = planned
-            deadline = Deadline(s.started + s.cfg.time_budget * 60 * (1 - budget.MARGIN), after, steps)
+            deadline = Deadline(s.started + s.cfg.time_budget * 60 * (1 - budget.MARGIN), after, steps,
+                                max_epochs=budget.growth_cap(state.planned_epochs))
     if budgeted and state.planned_epochs is not None:
         epochs = state.planned_epochs
     s.compile(model, s.optimizer(lr, steps, epochs))
+    if deadline is not None:
+        epochs = deadline.max_epochs  # fit()'s upper bound; the Checkpointer stops at the plan
     model = _resumable(model, folder, state)
     s.info.setdefault("seconds_before_first_epoch", time.perf_counter() - s.started)
     s.phases[name] = run_phase(model, state, folder, train=train_data(state.epochs_done), val=val, epochs=epochs,

@@ -1,0 +1,37 @@
+"""`edge` commands keep TensorFlow's start-up noise off the terminal; --verbose and EDGE_DEBUG=1 bring it back."""
+import os
+import shutil
+import subprocess
+import sys
+
+from edgekit.quiet import NOISE
+
+
+def _edge(args, tmp_path, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("EDGE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**environ, **env})
+
+
+def test_edge_commands_are_quiet_unless_verbose(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    quiet = _edge(["evaluate", str(run)], tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "test top-1" in quiet.stdout + quiet.stderr
+    noisy = [line for line in (quiet.stdout + quiet.stderr).splitlines() if NOISE.search(line)]
+    assert noisy == []
+    loud = _edge(["--verbose", "evaluate", str(run)], tmp_path)
+    assert loud.returncode == 0 and NOISE.search(loud.stderr)  # the noise is real, so the quiet run hid it
+    debug = _edge(["evaluate", str(run)], tmp_path, EDGE_DEBUG="1")
+    assert debug.returncode == 0 and NOISE.search(debug.stderr)
+
+
+def test_quiet_import_replays_what_is_not_noise(tmp_path):
+    code = ("import os, sys; from edgekit import quiet; quiet.install(); "
+            "sys.meta_path[0].find_spec('tensorflow')  # the hook hands back a capturing loader\n"
+            "from edgekit.quiet import _Captured; c = _Captured(); os.write(2, b'I0000 x cpu_feature_guard.cc] y\\n"
+            "a real problem\\n'); c.replay()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "a real problem"
