@@ -360,7 +360,7 @@ def bad_inputs(art, tmp: Path):
         (["predict", model, str(tmp / "missing.jpg")], "missing.jpg: no such file"),
         (["predict", model, str(tmp / "truncated.jpg")], "truncated.jpg: cannot decode image"),
         (["predict", model, str(tmp / "corrupt.png")], "corrupt.png:"),
-        (["predict", model, img, str(tmp)], "is a directory"),
+        (["predict", model, str(tmp)], "is a directory"),
         (["predict", str(tmp / "missing.tflite"), img], "no such model file"),
         (["predict", str(tmp / "junk.tflite"), img], "not a loadable TFLite model"),
         (["predict", str(tmp / "truncated.tflite"), img], "not a loadable TFLite model"),
@@ -381,6 +381,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(art, tmp_path, capsys):
         assert code == 2, (argv, captured.err)
         assert len(lines) == 1 and lines[0].startswith("edge-run: error: ") and fragment in lines[0], (argv, lines)
         assert captured.out == ""
+
+
+def test_cli_predict_classifies_every_good_image_and_names_the_bad(art, tmp_path, capsys):
+    """One unreadable file among many: the others are still classified, each bad one is a line on stderr."""
+    bad_inputs(art, tmp_path)  # writes truncated.jpg, corrupt.png
+    good = [str(p) for p in art.paths[:5]]
+    images = [good[0], str(tmp_path / "truncated.jpg"), *good[1:3], str(tmp_path), str(tmp_path / "corrupt.png"), *good[3:]]
+    model = str(art.export / "model_int8.tflite")
+    assert main(["predict", model, *images, "--batch-size", "2"]) == 2
+    captured = capsys.readouterr()
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == good  # in order, none lost
+    err = captured.err.strip().splitlines()
+    assert [line.split(": ")[2] for line in err[:3]] == [str(tmp_path / "truncated.jpg"), str(tmp_path),
+                                                         str(tmp_path / "corrupt.png")]
+    assert err[3] == "edge-run: 3 of 8 images could not be read; the other 5 were classified."
+    assert main(["predict", model, *images, "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in out["predictions"]] == good
+    assert [f["image"] for f in out["failed"]] == [images[1], images[4], images[5]]
+    expected = [LABELS[i] for i in art.ref[:5].argmax(1)]
+    assert [r["top_k"][0]["label"] for r in out["predictions"]] == expected
 
 
 def test_cli_in_a_real_process(art, tmp_path):

@@ -14,7 +14,7 @@ import tempfile
 from typing import List, Optional
 
 from . import __version__
-from .errors import RuntimeErrorBase
+from .errors import ImageError, RuntimeErrorBase
 
 PROG = "edge-run"
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
@@ -109,20 +109,43 @@ def _load(args):
 
 
 def cmd_predict(args) -> int:
+    """Classify every readable image; each unreadable one is a line on stderr, and the exit code says so."""
     from .classifier import top_indices
     with _quiet_native_stderr():
         clf = _load(args)
-        probs = clf.predict(args.images, batch_size=args.batch_size)
-    labels = clf.labels
-    results = []
-    for image, row in zip(args.images, probs):
+    labels, results, failed = clf.labels, [], []
+
+    def classified(image: str, row) -> dict:
         top = [{"label": labels[j], "index": j, "probability": float(row[j])} for j in top_indices(row, args.top_k)]
-        results.append({"image": image, "top_k": top})
+        return {"image": image, "top_k": top}
+
+    for start in range(0, len(args.images), args.batch_size):
+        chunk, done = args.images[start:start + args.batch_size], []
+        try:
+            with _quiet_native_stderr():
+                done = [classified(i, row) for i, row in zip(chunk, clf.predict(chunk, batch_size=args.batch_size))]
+        except ImageError:
+            # a bad file in this batch: one image at a time, so every good one is still classified
+            for image in chunk:
+                try:
+                    with _quiet_native_stderr():
+                        done.append(classified(image, clf.predict([image])[0]))
+                except ImageError as exc:
+                    failed.append({"image": image, "error": str(exc)})
+                    print(f"{PROG}: error: {exc}", file=sys.stderr)
+        results += done
+        if not args.json:
+            for r in done:
+                print(f"{r['image']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r["top_k"]))
+            sys.stdout.flush()
     if args.json:
-        print(json.dumps({"model": str(clf.path), "engine": clf.engine_name, "predictions": results}, indent=2))
-    else:
-        for r in results:
-            print(f"{r['image']}: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in r["top_k"]))
+        print(json.dumps({"model": str(clf.path), "engine": clf.engine_name, "predictions": results,
+                          "failed": failed}, indent=2))
+    if failed:
+        if len(args.images) > 1:
+            print(f"{PROG}: {len(failed)} of {len(args.images)} images could not be read; the other "
+                  f"{len(results)} were classified.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
