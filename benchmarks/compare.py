@@ -15,7 +15,7 @@ from edgekit.benchmarks.report import PASSED, headline_latency
 from edgekit.errors import EdgeError
 
 
-def _load(path: Path) -> dict:
+def load_report(path: Path) -> dict:
     try:
         old = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -28,7 +28,7 @@ def _load(path: Path) -> dict:
 def compare(report: dict, baseline: Path, max_accuracy_drop: float, max_latency_growth: float,
             complete: bool = True) -> dict:
     """`complete`: every artifact was benchmarked, so a row the baseline has and this report lacks is a loss."""
-    old = _load(baseline)
+    old = load_report(baseline)
     old_rows: Dict[Tuple[str, str], dict] = {(r.get("name"), r.get("device")): r for r in old["rows"]}
     checks: List[dict] = []
     for row in report["rows"]:

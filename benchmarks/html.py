@@ -66,6 +66,7 @@ tr.has-reason td { border-bottom: none; }
 tr.reason-row td { padding-top: 0; }
 tr.reason-row td.reason { padding-left: 9px; }
 td.best { font-weight: 700; color: #0b5394; }
+td.recommended { font-weight: 700; color: #1e7a34; }
 tr.reference td { background: #f6f3ff; }
 .badge { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; font-size: 12px;
   border-radius: 999px; padding: 1px 9px 1px 6px; border: 1px solid var(--line); }
@@ -116,6 +117,7 @@ def render_html(report: dict) -> str:
     several = len({str(r.get("device")) for r in rows if r.get("device") is not None}
                   | {str(d.get("id")) for d in devices}) > 1
     run_dir = report.get("run_dir") or "?"
+    recommended = [r for r in as_list(report.get("recommendation")) if isinstance(r, dict)]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -124,9 +126,9 @@ def render_html(report: dict) -> str:
         f"<title>edge bench · {e(run_dir)}</title>",
         f"<style>{CSS}</style></head><body><main>",
         _header(report, rows),
-        highlights(rows, several),
+        highlights(rows, several, recommended),
         _section("Devices", device_cards(devices)),
-        _section("Summary", summary_table(rows, several)),
+        _section("Summary", summary_table(rows, several, {(r.get("artifact"), r.get("device")) for r in recommended})),
         _section("Comparison with the baseline", comparison(report.get("comparison"))),
         _section("Plots", plots_section(report)),
         _section("Recall per class", recall_overview(report, rows, several)),

@@ -5,17 +5,22 @@ Each function returns its HTML ("" when the report has nothing for it); html.py 
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from edgekit.benchmarks.fields import as_dict, as_list, headline_entry, num, stat, threads_text
 from edgekit.benchmarks.html_format import (KIND_HELP, LEGEND, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
                                             status_of, table, td)
 
 
-def highlights(rows: List[dict], several: bool) -> str:
+def highlights(rows: List[dict], several: bool, recommended: List[dict] = ()) -> str:
     """A few figures a reader looks for first: best artifacts, int8 vs fp32 speed-up, overhead, cold start."""
     arts = [r for r in rows if r.get("kind") != "reference" and status_of(r) != "failed"]
     items = []
+    for rec in recommended:
+        at = f' <span class="muted">@ {e(rec.get("device"))}</span>' if several else ""
+        items.append(f"<b>★ Recommended{at}: {e(rec.get('artifact'))}</b>, the fastest ✅ artifact ({e(rec.get('metric'))}) "
+                     f"within {e(f_num(rec.get('max_accuracy_drop_pp'), '{:g}'))} pp of the reference's top-1; "
+                     "<code>edge select</code> weighs other budgets")
 
     def label(r: dict) -> str:
         return f"<b>{e(r.get('name'))}</b>" + (f' <span class="muted">@ {e(r.get("device"))}</span>' if several else "")
@@ -174,7 +179,7 @@ def _cells(row: dict) -> Dict[str, Tuple[str, Optional[float]]]:
 BEST = {"top1": max, "top5": max, "p50": min, "e2e": min, "ips": max, "size": min, "cold": min}
 
 
-def summary_table(rows: List[dict], several: bool) -> str:
+def summary_table(rows: List[dict], several: bool, recommended: Set[Tuple[Any, Any]] = frozenset()) -> str:
     if not rows:
         return '<p class="note">The report has no rows.</p>'
     settings = {(as_dict(headline_entry(r)).get("threads"), as_dict(headline_entry(r)).get("batch"))
@@ -201,7 +206,9 @@ def summary_table(rows: List[dict], several: bool) -> str:
                 tds.append(td(badge(row, short=True), "status", raw=True))
             elif key == "name":
                 title = row.get("summary") or row.get("file") or ""
-                tds.append(td(row.get("name") or "?", "name", title=str(title)))
+                star = (row.get("name"), row.get("device")) in recommended
+                tds.append(td(("★ " if star else "") + (row.get("name") or "?"), "name recommended" if star else "name",
+                              title=str(title) + (" (recommended)" if star else "")))
             elif key == "device":
                 tds.append(td(row.get("device") or ""))
             elif key == "engine":
@@ -228,7 +235,7 @@ def summary_table(rows: List[dict], several: bool) -> str:
             + f'<p class="legend">{e(LEGEND)}. Latency: per call of the runtime\'s <code>predict()</code> on a uint8 '
               f"frame at the model's size, at the headline setting{setting}; e2e adds JPEG decode, resize and top-k; "
               "overhead is predict() over the bare interpreter <code>invoke()</code>. <b class=\"best-key\">Bold blue</b>: best in "
-              "its column. The Keras reference row (shaded) has no latency.</p>")
+              "its column. ★: the recommended artifact (see Highlights). The Keras reference row (shaded) has no latency.</p>")
 
 
 # -------------------------------------------------------------------------------------------- plots

@@ -158,6 +158,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
                 errors.append(error)
         rows += rp.unexported_rows(ctx, "local" if cfg.local or not cfg.host else cfg.host)
         report = rp.build(cfg, run_dir, export, source.labels, rows, devices, len(idx), dataset.test.y[idx])
+        from edgekit.benchmarks.select import recommendations
+        report["recommendation"] = recommendations(report)
         if cfg.baseline is not None:
             from edgekit.benchmarks.compare import compare
             report["comparison"] = compare(report, Path(cfg.baseline), cfg.max_accuracy_drop, cfg.max_latency_growth,

@@ -238,6 +238,38 @@ def bench(
 
 
 @app.command()
+def select(
+    sources: List[Path] = typer.Argument(..., help="Run directories (their bench/report.json) or report.json files; several are merged."),
+    device: Optional[str] = typer.Option(None, help="Device id as in the reports (local, or the --host name). Default: the only one."),
+    max_accuracy_drop: float = typer.Option(1.0, help="Allowed top-1 drop below the report's reference (Keras) row, in percentage points."),
+    max_size: Optional[float] = typer.Option(None, help="Largest model file, in MB."),
+    max_ram: Optional[float] = typer.Option(None, help="Largest peak resident memory of the benchmark process, in MB."),
+    metric: str = typer.Option("p50", help="Rank by p50 or p99 (one inference), e2e (image file to label) or cold (fresh process to first answer)."),
+    json_: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
+):
+    """Pick the artifact to deploy from bench reports: the fastest one that passed and fits the budget.
+
+    Every other artifact gets one line saying why it lost. Exit codes: 0 one fits, 5 none fits, 2 bad input.
+    """
+    from edgekit.benchmarks import select as sel
+    try:
+        result = sel.select(sources, sel.Budget(max_accuracy_drop, max_size, max_ram, metric), device)
+    except EdgeError as exc:
+        _fail(exc)
+    if json_:
+        typer.echo(sel.dumps(result))
+    else:
+        console.print(sel.console_table(result))
+    if result.best is None:
+        if not json_:
+            console.print("[bold red]nothing fits the budget[/]: loosen --max-accuracy-drop/--max-size/--max-ram, "
+                          "or convert with other formats.", highlight=False)
+        raise typer.Exit(5)
+    if not json_:
+        console.print(f"recommended: [bold]{result.best.artifact}[/] ({result.best.file})", highlight=False)
+
+
+@app.command()
 def predict(
     model: Path = typer.Argument(..., help="A .tflite or .onnx file, or an export directory (model files + labels.txt + preprocess.json)."),
     images: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, WebP, TIFF, ...)."),
