@@ -132,7 +132,7 @@ def select_in(reports: Sequence[Tuple[str, dict]], budget: Budget, device: Optio
             if row.get("kind") == "reference" or row.get("device") != device:
                 continue
             out.candidates.append(_judge(row, path, rep, ref_top1, budget))
-    _rank(out.candidates, budget.metric)
+    _rank(out.candidates, budget.metric, several=len(reports) > 1)
     return out
 
 
@@ -176,7 +176,7 @@ def _mb(v: Optional[float], digits: int = 2) -> str:
     return "unknown" if v is None else f"{v:.{digits}f} MB"
 
 
-def _rank(cands: List[Candidate], metric: str) -> None:
+def _rank(cands: List[Candidate], metric: str, several: bool = False) -> None:
     fitting = sorted((c for c in cands if c.fits), key=lambda c: (c.value_ms, -(c.top1 or 0), c.size_mb or 0))
     others = [c for c in cands if not c.fits]
     for i, c in enumerate(fitting, 1):
@@ -186,7 +186,8 @@ def _rank(cands: List[Candidate], metric: str) -> None:
         else:
             best = fitting[0]
             ratio = c.value_ms / best.value_ms if best.value_ms else float("inf")
-            c.why = f"too slow: {ratio:.2f}× the {metric} of {best.artifact}"
+            name = f"{best.artifact} ({Path(best.run_dir or best.report).name})" if several else best.artifact
+            c.why = f"too slow: {ratio:.2f}× the {metric} of {name}"
     cands[:] = fitting + others
 
 
