@@ -132,3 +132,23 @@ def test_evaluate_on_other_data_with_a_subset_of_classes(tiny_folder, tmp_path):
     assert report["images"] == 12 and report["data"]["source"] == str(other)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["images"] == 18 and len(metrics["evaluations"]) == 1
+
+
+def test_a_cifar10_run_remembers_its_archive_without_the_environment(tiny_tar, tmp_path, monkeypatch):
+    """Trained with data: cifar10 through $EDGE_CIFAR10; evaluate/convert in a shell without it must not download."""
+    import yaml
+    from edgekit.train.rundir import read_finished_run
+    monkeypatch.setenv("EDGE_CIFAR10", str(tiny_tar))
+    run = train(build_config(None, dict(data="cifar10", preset="resnet8", epochs=1, batch_size=8,
+                                        early_stopping_patience=0, seed=7)), tmp_path / "run")
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == "cifar10"
+    monkeypatch.delenv("EDGE_CIFAR10")
+    assert read_finished_run(run)[0].data == str(tiny_tar)
+    report = evaluate(run)
+    assert report["images"] == 18 and report["data"]["source"] == str(tiny_tar)
+    moved = tmp_path / "gone.tar.gz"
+    tiny_tar.rename(moved)
+    try:  # the archive is gone: the configured name is left as it was (a user's machine downloads)
+        assert read_finished_run(run)[0].data == "cifar10"
+    finally:
+        moved.rename(tiny_tar)

@@ -12,7 +12,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -27,7 +29,7 @@ from edgekit.atomic import write_json, write_text, write_with
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train import plots
-from edgekit.train.data import Dataset
+from edgekit.train.data import CIFAR10_ENV, Dataset
 from edgekit.train.metrics import classification_report
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
@@ -128,8 +130,24 @@ def read_finished_run(run_dir: Path) -> Tuple["TrainConfig", PreprocessSpec, Lis
         if not (run_dir / name).is_file():
             raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
     cfg = build_config(run_dir / "config.yaml", {})
+    remembered = remembered_data(run_dir, cfg.data)
+    if remembered != cfg.data:
+        cfg = dataclasses.replace(cfg, data=remembered)
     try:
         spec = PreprocessSpec.load(run_dir / "preprocess.json")
     except SpecError as exc:
         raise EdgeError(str(exc)) from None
     return cfg, spec, read_labels(run_dir / "labels.txt")
+
+
+def remembered_data(run_dir: Path, data: str) -> str:
+    """The data a run was trained on, for the commands that follow it: `cifar10` resolved, as training
+    resolved it, to the archive run.json names when this shell has no $EDGE_CIFAR10 (else the download
+    would start). Anything else is returned as configured."""
+    if data != "cifar10" or os.environ.get(CIFAR10_ENV):
+        return data
+    try:
+        source = json.loads((run_dir / "run.json").read_text())["data"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return data
+    return source if isinstance(source, str) and source != "cifar10" and Path(source).exists() else data
