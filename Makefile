@@ -7,6 +7,7 @@ DATA   ?= cifar10
 RUN    ?=
 FORMATS ?=
 BENCH_ARGS ?=
+PACK_ARGS ?=
 PYTEST_ARGS ?=
 
 # Offline stand-in for the CIFAR-10 download: used automatically when the workplace copy is beside the project.
@@ -15,7 +16,7 @@ ifneq ($(SHARED_CIFAR),)
 export EDGE_CIFAR10 ?= $(abspath $(SHARED_CIFAR))
 endif
 
-.PHONY: help venv demo test train evaluate convert bench pi-check lock clean
+.PHONY: help venv demo test train evaluate convert bench pack pi-check lock clean
 
 help:
 	@echo "make demo      set up, then train + evaluate + convert + benchmark a small ResNet-8 on CIFAR-10 (minutes)"
@@ -24,6 +25,7 @@ help:
 	@echo "make evaluate  RUN=runs/<dir>: recompute a run's test metrics"
 	@echo "make convert   [RUN=runs/<dir>] [FORMATS=a,b]: export + validate TFLite/ONNX (default: latest finished run)"
 	@echo "make bench     [RUN=runs/<dir>] [BENCH_ARGS='--threads 1,2 --batch 1,8']: accuracy + latency reports of every artifact"
+	@echo "make pack      [RUN=runs/<dir>] [PACK_ARGS='--target aarch64']: bundle the recommended artifact for a device"
 	@echo "make pi-check  [EXPORT=dir] [PI_IMAGES=200]: run an export in an emulated Raspberry Pi OS userland (root)"
 	@echo "make lock      re-pin constraints.txt from the current environment"
 
@@ -32,7 +34,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e './runtime[litert,onnx]' -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt setuptools -e './runtime[litert,onnx]' -e '.[test]'
+	@# the device-side wheels of this machine, so that the tests pack and install a bundle without network
+	$(BIN)/pip download --quiet --disable-pip-version-check -c constraints.txt --only-binary=:all: \
+		--dest $(VENV)/wheelhouse numpy pillow ai-edge-litert
 	touch $@
 
 # Convert and bench exit 3 when an artifact is not ✅; the demo reports that and goes on to the next step.
@@ -66,6 +71,13 @@ bench: venv
 	echo "$(BIN)/edge bench $$run $(BENCH_ARGS)"; \
 	$(BIN)/edge bench "$$run" $(BENCH_ARGS)
 
+# RUN defaults to the newest benchmarked run; the artifact is the one `edge select` recommends from its report.
+pack: venv
+	@run="$(RUN)"; [ -n "$$run" ] || run=$$(ls -t runs/*/bench/report.json 2>/dev/null | head -n 1 | xargs -r dirname | xargs -r dirname); \
+	test -n "$$run" || { echo "no benchmarked run under runs/ (make bench first), or pass RUN=runs/<dir>"; exit 2; }; \
+	echo "$(BIN)/edge pack $$run --format best $(PACK_ARGS)"; \
+	$(BIN)/edge pack "$$run" --format best $(PACK_ARGS)
+
 # Not part of `make test`: needs root, debootstrap, qemu-user-static and binfmt_misc (README "Running on a Raspberry Pi").
 # EXPORT defaults to the newest runs/*/export; the report goes to PI_OUT (default: pi-check/ beside the export).
 EXPORT ?=
@@ -80,7 +92,7 @@ pi-check: venv
 
 lock: venv
 	{ echo "# The one place where versions are pinned: every install (make, CI, docs) uses pip -c constraints.txt."; \
-	  echo "# Regenerate with: make lock"; $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+	  echo "# Regenerate with: make lock"; $(BIN)/pip freeze --all --exclude pip --exclude-editable; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

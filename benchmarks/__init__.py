@@ -1,1 +1,1 @@
-"""Benchmark harness (accuracy and latency of every artifact): arrives with its own issue."""
+"""Benchmarks: accuracy, latency, memory and cost of every exported artifact, here or over SSH, and the reports; edge select."""

@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+from edgekit import platforms
+
 SUITE, ARCH, VARIANT = "bookworm", "arm64", "minbase"
 INCLUDE = ("python3", "python3-venv", "python3-pip")
 MIRROR = "http://deb.debian.org/debian"
 PYTHON_VERSION = "3.11"          # bookworm's python3, as on Raspberry Pi OS bookworm
-GLIBC = (2, 36)                  # bookworm's glibc: every manylinux_2_N wheel with N <= 36 runs there
+GLIBC = platforms.BOOKWORM_GLIBC
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_ENTRY = "qemu-aarch64"
 STAMP = ".edgekit-rootfs.json"
@@ -74,7 +76,7 @@ def binfmt_fixes_binary(binfmt_dir: Path = BINFMT_DIR) -> bool:
 # --------------------------------------------------------------------- commands
 def manylinux_platforms(glibc=GLIBC) -> List[str]:
     """Every platform tag a glibc-`glibc` aarch64 system accepts (pip does not expand manylinux_2_N itself)."""
-    return ["manylinux2014_aarch64"] + [f"manylinux_2_{minor}_aarch64" for minor in range(17, glibc[1] + 1)]
+    return platforms.manylinux_platforms("aarch64", glibc)
 
 
 # The README spells the platform list as this shell line; the test runs it and compares with manylinux_platforms().
@@ -82,8 +84,7 @@ PLATFORMS_SHELL = ("PLATFORMS=\"--platform manylinux2014_aarch64 $(for v in $(se
                    "do printf -- '--platform manylinux_2_%s_aarch64 ' $v; done)\"")
 
 
-def platform_args(platforms: Sequence[str]) -> List[str]:
-    return [a for p in platforms for a in ("--platform", p)]
+platform_args = platforms.platform_args
 
 
 def download_cmd(pip: Sequence[str], dest: str, packages: Sequence[str], constraints: Optional[str],

@@ -120,7 +120,9 @@ def _load(path: Path) -> keras.Model:
 def _wrap_saved_model(path: Path) -> keras.Model:
     """A plain SavedModel (e.g. Keras 3 `model.export()`) as a one-layer tf_keras model."""
     import tensorflow as tf
-    import tensorflow_hub as hub
+
+    from edgekit.train.models import tensorflow_hub
+    hub = tensorflow_hub()
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
@@ -165,13 +167,17 @@ def open_run(run_dir: Path, data: Optional[str] = None) -> Source:
     cfg, spec, labels = read_finished_run(run_dir)
     model = load_keras_model(run_dir / "model.keras")
     check_fits(model, spec, labels, "the run's model")
-    same = data is None
-    opts = dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
+    return Source("run", run_dir, model, labels, spec, file_digest(run_dir / "model.keras"),
+                  data or cfg.data, run_data_options(cfg, same=data is None), cfg.seed, cfg.batch_size,
+                  run_dir / "export")
+
+
+def run_data_options(cfg, same: bool = True) -> dict:
+    """load_dataset's options that give a run's own splits (`same`), or the whole of other data."""
+    return dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
                 limit_per_class=cfg.limit_per_class if same else None,
                 test_limit_per_class=cfg.test_limit_per_class if same else None, skip_bad=cfg.skip_bad,
                 use_cache=cfg.data_cache, cache_dir=cfg.cache_dir)
-    return Source("run", run_dir, model, labels, spec, file_digest(run_dir / "model.keras"),
-                  data or cfg.data, opts, cfg.seed, cfg.batch_size, run_dir / "export")
 
 
 def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequence[float],

@@ -270,6 +270,33 @@ def select(
 
 
 @app.command()
+def pack(
+    run_dir: Path = typer.Argument(..., help="A converted (and, for --format best, benchmarked) run directory."),
+    format: str = typer.Option("best", "--format", help="An exported format name, or best: what `edge select` recommends from the run's bench report."),
+    target: str = typer.Option("aarch64", help="The device's CPU: aarch64 (64-bit Raspberry Pi OS), armv7l (32-bit) or x86_64."),
+    python: str = typer.Option("3.11", help="The device's Python version (Raspberry Pi OS bookworm: 3.11)."),
+    engine: Optional[str] = typer.Option(None, help="litert, tflite or onnx. Default: litert for .tflite, onnx for .onnx."),
+    out: Optional[Path] = typer.Option(None, help="Bundle file. Default: RUN_DIR/pack/<run>-<format>-<target>-py<python>.tar.gz."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle file."),
+    wheels: Optional[Path] = typer.Option(None, help="Take the wheels from this folder instead of PyPI (offline packing)."),
+    device: Optional[str] = typer.Option(None, help="With --format best: the bench device to choose for."),
+    samples: int = typer.Option(8, help="Test images bundled for the smoke test."),
+):
+    """Bundle an artifact for a device: model + labels + preprocessing, the runtime and engine wheels for that
+    platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
+    from edgekit.deploy.pack import PackConfig, pack as run_pack
+    try:
+        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples))
+    except EdgeError as exc:
+        _fail(exc)
+    console.print(f"[bold green]packed[/] {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "
+                  f"{done.artifact} ({done.why}), engine {done.engine}, {len(done.wheels)} wheels, "
+                  f"{done.samples} sample images", highlight=False, soft_wrap=True)
+    console.print(f"on the device: tar xzf {done.path.name} && {done.folder}/install.sh",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
 def predict(
     model: Path = typer.Argument(..., help="A .tflite or .onnx file, or an export directory (model files + labels.txt + preprocess.json)."),
     images: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, WebP, TIFF, ...)."),

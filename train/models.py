@@ -60,8 +60,17 @@ def _application_backbone(preset: Preset, size: int, weights: str, alpha: float)
                         "offline, pass --weights PATH to a local weights file.") from None
 
 
+def tensorflow_hub():
+    """tensorflow_hub, imported without its pkg_resources deprecation warning (it still uses that API)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub as hub
+    return hub
+
+
 def hub_layer(handle: str, trainable: bool):
-    import tensorflow_hub as hub
+    hub = tensorflow_hub()
     local = Path(handle).expanduser()
     is_url = handle.startswith(("http://", "https://", "gs://"))
     if not is_url and not local.exists():
@@ -133,7 +142,7 @@ def file_digest(path: Path) -> str:
 
 
 def custom_objects() -> dict:
-    import tensorflow_hub as hub
+    hub = tensorflow_hub()
     return {"KerasLayer": hub.KerasLayer}
 
 

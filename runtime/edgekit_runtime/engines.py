@@ -50,6 +50,7 @@ class Engine:
     name = ""          # what --engine / engine= calls it
     module = ""        # the import that must succeed
     extra = ""         # the edgekit-runtime extra that installs it
+    package = ""       # the PyPI distribution of the engine itself
     suffixes: Tuple[str, ...] = ()
 
     input: TensorInfo
@@ -153,6 +154,7 @@ class Engine:
 
 class LiteRTEngine(Engine):
     name, module, extra, suffixes = "litert", "ai_edge_litert.interpreter", "litert", (".tflite",)
+    package = "ai-edge-litert"
 
     def _open(self, lib) -> None:
         try:
@@ -201,10 +203,12 @@ class TFLiteRuntimeEngine(LiteRTEngine):
     """tflite_runtime, for boards whose Python or numpy (<2) LiteRT wheels do not cover; same API."""
 
     name, module, extra, suffixes = "tflite", "tflite_runtime.interpreter", "tflite", (".tflite",)
+    package = "tflite-runtime"
 
 
 class OnnxEngine(Engine):
     name, module, extra, suffixes = "onnx", "onnxruntime", "onnx", (".onnx",)
+    package = "onnxruntime"
 
     def _open(self, ort) -> None:
         opts = ort.SessionOptions()

@@ -1,0 +1,315 @@
+"""`edge pack`: one offline-installable bundle for a device: the artifact with its labels and preprocessing,
+the runtime and engine wheels for the device's platform, install.sh, a smoke test and every file's sha256."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from edgekit import __version__, platforms
+from edgekit.deploy import bundle
+from edgekit.errors import EdgeError
+from edgekit_runtime.engines import ENGINES, engines_for
+
+REPO = Path(__file__).resolve().parent.parent
+CONSTRAINTS = REPO / "constraints.txt"
+MIN_MARGIN = 0.2   # sample images the artifact answers by at least this much: a device's kernels won't flip them
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    run_dir: Path
+    format: str = "best"            # an export's format name, or best (asks edge select)
+    target: str = "aarch64"
+    python: str = "3.11"
+    engine: Optional[str] = None    # default: the first engine for the artifact's suffix (litert, onnx)
+    out: Optional[Path] = None
+    force: bool = False
+    wheels: Optional[Path] = None   # a folder of wheels to pack from instead of PyPI (offline packing)
+    device: Optional[str] = None    # the bench device `best` selects for
+    samples: int = 8
+
+    def check(self) -> None:
+        if self.target not in platforms.ARCHITECTURES:
+            raise EdgeError(f"unknown target '{self.target}'; choose one of {', '.join(platforms.ARCHITECTURES)}.")
+        if not re.fullmatch(r"3\.\d{1,2}", self.python):
+            raise EdgeError(f"--python takes a version such as 3.11, got '{self.python}'.")
+        if self.samples < 1:
+            raise EdgeError(f"--samples must be at least 1, got {self.samples}.")
+        if self.wheels is not None and not Path(self.wheels).is_dir():
+            raise EdgeError(f"--wheels {self.wheels}: no such folder.")
+
+
+@dataclass
+class Packed:
+    path: Path
+    folder: str                     # the bundle's one top-level folder
+    artifact: str
+    engine: str
+    wheels: List[str]
+    samples: int
+    size_bytes: int
+    why: str = ""                   # how the artifact was chosen
+    seconds: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+
+def pack(cfg: PackConfig) -> Packed:
+    t0 = time.perf_counter()
+    cfg.check()
+    run_dir = Path(cfg.run_dir)
+    entry, why = choose_artifact(run_dir, cfg.format, cfg.device)
+    export = run_dir / "export"
+    engine = choose_engine(entry["file"], cfg.engine)
+    name = f"{run_dir.name}-{entry['format']}-{cfg.target}-py{cfg.python}"
+    out = Path(cfg.out) if cfg.out else run_dir / "pack" / f"{name}.tar.gz"
+    if out.exists() and not cfg.force:
+        raise EdgeError(f"{out} exists; pass --force to replace it, or --out another file.")
+    with tempfile.TemporaryDirectory(prefix="edge-pack-") as tmp:
+        root = Path(tmp) / name
+        (root / "model").mkdir(parents=True)
+        for f in (entry["file"], "labels.txt", "preprocess.json"):
+            if not (export / f).is_file():
+                raise EdgeError(f"{export / f} is missing: convert the run again (edge convert {run_dir}).")
+            shutil.copy2(export / f, root / "model" / f)
+        wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.python, cfg.wheels, Path(tmp) / "dl")
+        wheels.append(runtime_wheel(root / "wheels", Path(tmp) / "build"))
+        samples = write_samples(run_dir, root, entry["file"], cfg.samples)
+        shutil.copy2(Path(bundle.__file__), root / "bundle.py")
+        _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.python), 0o755)
+        _write_text(root / "README.txt", README.format(name=name, artifact=entry["format"], target=cfg.target,
+                                                       python=cfg.python, engine=engine))
+        files = {p.relative_to(root).as_posix(): bundle.sha256(str(p)) for p in sorted(root.rglob("*")) if p.is_file()}
+        manifest = {"schema_version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "edgekit": __version__, "run_dir": str(run_dir), "chosen_because": why,
+                    "artifact": {"name": entry["format"], "file": entry["file"], "sha256": files[f"model/{entry['file']}"],
+                                 "size_bytes": (root / "model" / entry["file"]).stat().st_size,
+                                 "status": entry.get("status"), "summary": entry.get("summary")},
+                    "engine": engine, "extra": ENGINES[engine].extra,
+                    "target": {"arch": cfg.target, "python": cfg.python,
+                               "glibc": ".".join(map(str, platforms.BOOKWORM_GLIBC)),
+                               "platforms": platforms.manylinux_platforms(cfg.target)},
+                    "wheels": sorted(wheels), "samples": samples, "files": files}
+        _write_text(root / bundle.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        _write_tar(root, out)
+    return Packed(out, name, entry["format"], engine, sorted(wheels), len(samples), out.stat().st_size, why,
+                  time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------- choosing
+def choose_artifact(run_dir: Path, fmt: str, device: Optional[str]):
+    """(manifest entry, why): a named format of the export, or the one `edge select` recommends."""
+    from edgekit.convert.manifest import PASSED
+    path = run_dir / "export" / "manifest.json"
+    try:
+        entries = json.loads(path.read_text())["artifacts"]
+    except (OSError, ValueError, KeyError):
+        raise EdgeError(f"{run_dir} has no readable export/manifest.json: run `edge convert {run_dir}` first.") from None
+    by_name = {e.get("format"): e for e in entries if e.get("file")}
+    if fmt == "best":
+        from edgekit.benchmarks.select import Budget, select
+        try:
+            sel = select([run_dir], Budget(), device)
+        except EdgeError as exc:
+            raise EdgeError(f"--format best asks edge select: {exc}") from None
+        if sel.best is None:
+            raise EdgeError("--format best: no benchmarked artifact passed within 1 pp of the reference; "
+                            "name one with --format (edge select shows why each lost).")
+        fmt, why = sel.best.artifact, f"edge select: {sel.best.why} on {sel.device} (p50 {sel.best.value_ms:.3f} ms)"
+    else:
+        why = "named with --format"
+    entry = by_name.get(fmt)
+    if entry is None:
+        raise EdgeError(f"no exported format '{fmt}' in {path}; exported: {', '.join(by_name) or 'none'}.")
+    if entry.get("status") != PASSED:
+        raise EdgeError(f"{fmt} did not pass convert's validation ({entry.get('status')}): "
+                        f"{entry.get('reason') or 'see the manifest'}; pack a ✅ format.")
+    return entry, why
+
+
+def choose_engine(file: str, engine: Optional[str]) -> str:
+    suffix = Path(file).suffix.lower()
+    able = [e.name for e in engines_for(suffix)]
+    if engine is None:
+        return able[0]
+    if engine not in ENGINES:
+        raise EdgeError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
+    if engine not in able:
+        raise EdgeError(f"engine '{engine}' cannot run {suffix} files; use {' or '.join(able)}.")
+    return engine
+
+
+# --------------------------------------------------------------------------------------------- wheels
+def _pip_download(packages: List[str], dest: Path, target: str, python: str, local: Optional[Path],
+                  constraints: Optional[Path], deps: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+           *platforms.platform_args(platforms.manylinux_platforms(target)), "--python-version", python,
+           "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
+           "--dest", str(dest)]
+    if local is not None:
+        cmd += ["--no-index", "--find-links", str(Path(local).resolve())]
+    if constraints is not None:
+        cmd += ["-c", str(constraints)]
+    if not deps:
+        cmd.append("--no-deps")
+    return subprocess.run(cmd + packages, capture_output=True, text=True)
+
+
+def _constraints(engine: str, folder: Path) -> Optional[Path]:
+    """constraints.txt, less its numpy pin for tflite-runtime (which needs numpy < 2)."""
+    if not CONSTRAINTS.is_file():
+        return None
+    lines = CONSTRAINTS.read_text().splitlines()
+    if engine == "tflite":
+        lines = [ln for ln in lines if not ln.lower().startswith("numpy==")] + ["numpy<2"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "constraints.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def download_wheels(dest: Path, engine: str, target: str, python: str, local: Optional[Path], work: Path) -> List[str]:
+    """numpy, Pillow and the engine (with their dependencies) as wheels for the target; one sentence on failure."""
+    dest.mkdir(parents=True, exist_ok=True)
+    package = ENGINES[engine].package
+    res = _pip_download(["numpy", "pillow", package], dest, target, python, local, _constraints(engine, work))
+    if res.returncode != 0:
+        where = f"{target} / Python {python}" + (f" in {local}" if local else " on PyPI")
+        # which of the three has no wheel at all (a conflict among dependencies is another failure)
+        missing = [p for p in ("numpy", "pillow", package)
+                   if _pip_download([p], work / "probe", target, python, local, None, deps=False).returncode]
+        if missing:
+            hint = ""
+            if package in missing:
+                others = [e.name for e in engines_for(ENGINES[engine].suffixes[0]) if e.name != engine]
+                fits = [o for o in others if _pip_download([ENGINES[o].package], work / o, target, python, local,
+                                                           None, deps=False).returncode == 0]
+                hint = (f"; engine {fits[0]} has one: --engine {fits[0]}" if fits else
+                        f"; no other engine runs {ENGINES[engine].suffixes[0]} files there")
+            if target == "armv7l":
+                hint += ("; piwheels.org builds wheels for 32-bit Raspberry Pi OS (download them into a folder and "
+                         "pass --wheels), or install a 64-bit OS and pack --target aarch64")
+            names = [f"engine {engine} ({p})" if p == package else p for p in missing]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            raise EdgeError(f"{listed} {'has' if len(names) == 1 else 'have'} no wheel for {where}{hint}.")
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR:") and "for help visit" not in ln]
+        raise EdgeError(f"pip download of the wheels for {where} failed: {' '.join(errors[:2]) or 'see pip'}")
+    return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def runtime_wheel(dest: Path, work: Path) -> str:
+    """The edgekit-runtime wheel, built from the checkout's runtime/ (pure Python: one wheel fits every target)."""
+    src = REPO / "runtime"
+    if not (src / "pyproject.toml").is_file():
+        raise EdgeError(f"edge pack builds the edgekit-runtime wheel from a checkout's runtime/ folder, and there is "
+                        f"none at {src}: run it from a clone of edgekit.")
+    copy = work / "runtime"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    before = set(dest.glob("edgekit_runtime-*.whl"))
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--quiet", "--no-deps",
+                          "--no-build-isolation", "--wheel-dir", str(dest), str(copy)], capture_output=True, text=True)
+    made = sorted(set(dest.glob("edgekit_runtime-*.whl")) - before)
+    if res.returncode != 0 or not made:
+        tail = [ln for ln in res.stderr.strip().splitlines() if ln.strip()][-1:] or ["no wheel written"]
+        raise EdgeError(f"building the edgekit-runtime wheel failed: {tail[0]}")
+    return made[0].name
+
+
+# -------------------------------------------------------------------------------------------- samples
+def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[dict]:
+    """n class-balanced test images of the run as PNG files, each with the artifact's answer on this machine.
+
+    Only images the artifact answers with a margin of MIN_MARGIN or more are taken when there are enough:
+    another CPU's kernels may round differently, and a near-tie must not fail a good install."""
+    from PIL import Image
+
+    from edgekit.convert.calibration import balanced_indices
+    from edgekit.convert.source import run_data_options
+    from edgekit.train.data import load_dataset
+    from edgekit.train.rundir import read_finished_run
+    from edgekit_runtime import Classifier
+    cfg, spec, labels = read_finished_run(run_dir)
+    test = load_dataset(cfg.data, spec.size, **run_data_options(cfg)).test
+    if len(test.y) == 0:
+        raise EdgeError(f"the run's data {cfg.data} has no test images to pick samples from.")
+    order = balanced_indices(test.y, min(len(test.y), 20 * n), seed=0)
+    from edgekit.convert.export import quiet_native_stderr
+    with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+        clf = Classifier.load(root / "model" / model_file)
+        probs = clf.predict(test.x[order])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    clear = [int(i) for i, (second, first) in zip(order, top2) if first - second >= MIN_MARGIN]
+    pick = (clear + [int(i) for i in order if int(i) not in clear])[:n]
+    (root / "samples").mkdir()
+    out = []
+    for k, i in enumerate(pick):
+        name = f"samples/{k:02d}_{labels[test.y[i]]}.png"
+        Image.fromarray(test.x[i]).save(root / name)
+        row = probs[list(order).index(i)]
+        out.append({"file": name, "truth": labels[test.y[i]], "expected": clf.labels[int(row.argmax())],
+                    "probability": round(float(row.max()), 4)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writing
+def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _write_tar(root: Path, out: Path) -> None:
+    """The bundle as out (a .tar.gz with one top-level folder), written whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(root, arcname=root.name)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+INSTALL_SH = """#!/bin/sh
+# Installs edgekit-runtime[{extra}] from ./wheels into ./venv with pip alone (no network), then runs the
+# smoke test. PYTHON=/usr/bin/python{python} picks the interpreter (default: python3).
+set -eu
+cd "$(dirname "$0")"
+PY="${{PYTHON:-python3}}"
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "install.sh: no $PY on this machine; install Python {python} (Raspberry Pi OS: sudo apt install python3-venv)" >&2
+  exit 2
+fi
+"$PY" bundle.py verify
+if [ ! -x venv/bin/python ]; then
+  "$PY" -m venv venv || {{ rm -rf venv; echo "install.sh: '$PY -m venv' failed; on Debian or Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 2; }}
+fi
+venv/bin/python -m pip install --quiet --disable-pip-version-check --no-index --find-links wheels "edgekit-runtime[{extra}]"
+venv/bin/python bundle.py smoke
+echo "installed. Classify images with: $(pwd)/venv/bin/edge-run predict $(pwd)/model IMAGE..."
+"""
+
+README = """{name}
+
+An edgekit bundle: the {artifact} artifact (model/, with labels.txt and preprocess.json), the wheels of
+edgekit-runtime with the {engine} engine for {target} and Python {python} (wheels/), and sample images.
+
+  ./install.sh        checks every file's sha256, installs into ./venv without network, runs the smoke test
+  venv/bin/edge-run predict model IMAGE...
+
+pack.json lists every file with its sha256, the samples with the answers recorded at pack time, and how
+the artifact was chosen.
+"""
