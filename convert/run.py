@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
-from edgekit.atomic import write_json, write_text
+from edgekit.atomic import clear_dead_staging, make_staging, write_json, write_text
 from edgekit.convert import manifest as mf
 from edgekit.convert.export import ExportContext, Exported, export_all
 from edgekit.convert.formats import DEFAULT_OPSET, resolve_formats
@@ -147,7 +146,10 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
                         select_tf_ops=cfg.select_tf_ops)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
+    prefix = f".{out_dir.name}-staging-"
+    for dead in clear_dead_staging(out_dir.parent, prefix):
+        console.print(f"removed {dead.name}: a convert that was killed left it", highlight=False)
+    staging = make_staging(out_dir.parent, prefix)
     try:
         # The runtime reads labels and preprocessing beside the artifact, so validation sees the real layout.
         write_text(staging / "labels.txt", "\n".join(source.labels) + "\n")

@@ -51,3 +51,42 @@ def _jsonable(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------- staging directories a killed process left
+OWNER = ".owner.json"   # in a staging directory: which process made it, to tell a live one from a dead one
+
+
+def _start_time(pid: int) -> "str | None":
+    """The process's start time in clock ticks since boot (Linux), or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def make_staging(parent: Path, prefix: str) -> Path:
+    """A new staging directory under parent, marked with this process (host, pid, start time)."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (staging / OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(),
+                                             "start": _start_time(os.getpid())}))
+    return staging
+
+
+def clear_dead_staging(parent: Path, prefix: str) -> list:
+    """Remove the staging directories under parent whose process provably died (same host, and that pid is
+    gone or is another process now); a live one, another host's or an unmarked one is left alone."""
+    removed = []
+    for d in sorted(Path(parent).glob(prefix + "*")) if Path(parent).is_dir() else ():
+        try:
+            owner = json.loads((d / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") != os.uname().nodename or not isinstance(owner.get("pid"), int):
+            continue
+        start = _start_time(owner["pid"])
+        if start is None or (owner.get("start") is not None and start != owner["start"]):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
