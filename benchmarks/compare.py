@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from edgekit.benchmarks.report import PASSED, headline_latency
+from edgekit.benchmarks.fields import headline_entry
+from edgekit.benchmarks.report import PASSED
 from edgekit.errors import EdgeError
 
 
@@ -44,7 +45,7 @@ def compare(report: dict, baseline: Path, max_accuracy_drop: float, max_latency_
             checks.append({"name": row["name"], "metric": "top1", "old": round(a_old * 100, 2),
                            "new": round(a_new * 100, 2), "change": f"{-drop:+.2f} pp",
                            "limit": f"-{max_accuracy_drop:g} pp", "ok": drop <= max_accuracy_drop + 1e-9})
-        l_old, l_new = headline_latency(prev), headline_latency(row)
+        l_old, l_new = headline_entry(prev), headline_entry(row)
         if l_old and l_new and (l_old["threads"], l_old["batch"]) == (l_new["threads"], l_new["batch"]):
             p_old, p_new = l_old["run"]["p50_ms"], l_new["run"]["p50_ms"]
             growth = (p_new / p_old - 1) * 100 if p_old else 0.0

@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence, Tuple
 
 from edgekit.benchmarks.fields import num
-from edgekit.benchmarks.report import SYMBOLS, fmt_macs, fmt_size
-
-STATUS_TEXT = {"passed": "passed", "outside_tolerance": "outside tolerance", "failed": "failed"}
-LEGEND = "✅ exported and validated · ❎ exported, outside tolerance · ❌ failed"
+from edgekit.benchmarks.report import fmt_macs
+from edgekit.helpers import fmt_size
+from edgekit.status import SYMBOLS
+from edgekit.status import TEXT as STATUS_TEXT
 KIND_HELP = {"bare": "the engine's own invoke() on an input already set",
              "run": "Classifier.predict on uint8 frames at the model's size: normalise/quantize → invoke → dequantize",
              "e2e": "JPEG decode → resize → normalise → run → top-k"}

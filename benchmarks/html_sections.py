@@ -8,7 +8,8 @@ import base64
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from edgekit.benchmarks.fields import as_dict, as_list, headline_entry, num, stat, threads_text
-from edgekit.benchmarks.html_format import (KIND_HELP, LEGEND, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
+from edgekit.status import LEGEND
+from edgekit.benchmarks.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
                                             status_of, table, td)
 
 

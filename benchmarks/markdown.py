@@ -4,7 +4,8 @@ from __future__ import annotations
 import unicodedata
 from typing import List, Sequence
 
-from edgekit.benchmarks.report import COLUMNS, LEGEND, RIGHT, fmt_size, summary_cells
+from edgekit.benchmarks.report import COLUMNS, LEGEND, RIGHT, summary_cells
+from edgekit.helpers import fmt_size
 
 
 def _width(text: str) -> int:

@@ -32,9 +32,10 @@ import numpy as np
 
 from edgekit.atomic import write_json, write_text, write_with
 from edgekit.signals import sigterm_as_interrupt
+from edgekit_runtime.artifacts import LABELS_FILE, read_labels
 
 from . import pi_rootfs as rf
-from .pi_report import exactness, render_markdown, render_table
+from .pi_report import ENGINE_PACKAGE, exactness, render_markdown, render_table
 
 REPO = Path(__file__).resolve().parent.parent
 WORKDIR = "/opt/pi-check"                        # inside the rootfs; wiped at the start and end of each run
@@ -50,7 +51,6 @@ class EngineSpec:
     required: bool             # False: problems are reported, the check still passes
 
 
-ENGINE_PACKAGE = {"litert": "ai-edge-litert", "onnx": "onnxruntime", "tflite": "tflite-runtime"}
 ENGINES = (EngineSpec("litert", ("tflite-int8", "tflite-fp32"), True),
            EngineSpec("onnx", ("onnx-fp32",), True),
            EngineSpec("tflite", ("tflite-int8", "tflite-fp32"), False))
@@ -246,7 +246,7 @@ def check(args, log) -> dict:
         raise rf.PiCheckError(f"no engine among {', '.join(args.engines)} runs {', '.join(args.formats)}")
     formats = list(dict.fromkeys(f for e in engines for f in e.formats if f in args.formats))
     entries = artifact_entries(export, formats)
-    labels = [s for s in (export / "labels.txt").read_text().splitlines() if s.strip()]
+    labels = read_labels(export / LABELS_FILE)
     if not data.is_file():
         raise rf.PiCheckError(f"{data}: no CIFAR-10 archive (pass --data or set EDGE_CIFAR10)")
     problem = rf.missing_prerequisite(os.geteuid())

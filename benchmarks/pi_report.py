@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import List
 
-ENGINE_PACKAGE = {"litert": "ai-edge-litert", "onnx": "onnxruntime", "tflite": "tflite-runtime"}
+from edgekit_runtime.engines import ENGINES
+
+ENGINE_PACKAGE = {name: e.package for name, e in ENGINES.items()}
 COLUMNS = ("engine", "artifact", "on aarch64", "vs host", "top-1 agree", "max |Δp|", "mean |Δp|", "tolerance",
            "bit-exact", "result")
 

@@ -18,8 +18,9 @@ from PIL import Image
 
 from edgekit.atomic import write_json
 from edgekit.benchmarks.config import BenchConfig
+from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 
-SIDE_FILES = ("labels.txt", "preprocess.json")
+SIDE_FILES = (LABELS_FILE, PREPROCESS_FILE)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

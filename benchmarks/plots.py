@@ -28,14 +28,14 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox, blended_transform_factory
 
 from edgekit.atomic import write_with
+from edgekit.status import COLOURS, TEXT
 from edgekit.benchmarks.fields import as_dict, headline_entry, num, rows_of, stat
 from edgekit.benchmarks.plots_latency import latency_distributions, thread_scaling, throughput
 from edgekit.benchmarks.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, SCALE, device_ids, headline_text,
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
 
 __all__ = ["ALL", "SCALE", "latency_distributions", "pareto", "pareto_front", "save", "thread_scaling", "throughput"]
-STATUS_COLOURS = {"passed": "#2CA02C", "outside_tolerance": "#E6A000", "failed": "#D62728"}
-STATUS_LABELS = {"passed": "passed", "outside_tolerance": "outside tolerance", "failed": "failed"}
+STATUS_COLOURS, STATUS_LABELS = COLOURS, TEXT
 
 
 def top1_pct(row: dict) -> Optional[float]:

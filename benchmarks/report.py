@@ -17,8 +17,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from edgekit.atomic import write_json, write_text
+from edgekit.benchmarks.fields import headline_entry
 from edgekit.benchmarks.macs import count_macs
 from edgekit.convert.manifest import FAILED, LEGEND, OUTSIDE, PASSED, SYMBOLS
+from edgekit.helpers import fmt_size
 from edgekit.train.metrics import report_from_ranked
 
 SCHEMA_VERSION = 1
@@ -159,22 +161,6 @@ def write_all(report: dict, out_dir: Path) -> None:
     write_html(report, out_dir / "report.html")
 
 
-def headline_latency(row: dict) -> Optional[dict]:
-    h = row.get("headline")
-    if not h:
-        return None
-    for r in row.get("latency") or []:
-        if r.get("threads") == h["threads"] and r.get("batch") == h["batch"] and "skipped" not in r:
-            return r
-    return None
-
-
-def fmt_size(n: Optional[int]) -> str:
-    if not n:
-        return ""
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-
 def fmt_macs(n: Optional[int]) -> str:
     if not n:
         return ""
@@ -184,7 +170,7 @@ def fmt_macs(n: Optional[int]) -> str:
 def summary_cells(row: dict) -> Dict[str, str]:
     """The main table's cells for one row, shared by the console, Markdown and HTML tables."""
     acc = row.get("accuracy") or {}
-    lat = headline_latency(row) or {}
+    lat = headline_entry(row) or {}
     run = lat.get("run") or {}
     pct = lambda v: f"{v:.2%}" if isinstance(v, (int, float)) else ""  # noqa: E731
     ms = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else ""  # noqa: E731

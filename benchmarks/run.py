@@ -23,6 +23,7 @@ from edgekit.benchmarks import report as rp
 from edgekit.benchmarks.config import BenchConfig
 from edgekit.benchmarks.plan import write_plan
 from edgekit.errors import EdgeError
+from edgekit.helpers import balanced_indices, did_you_mean
 from edgekit.progress import console, progress_bar
 from edgekit_runtime.image import is_enlargement
 
@@ -70,10 +71,8 @@ def pick_entries(manifest: dict, formats: Optional[str]) -> List[dict]:
         if not name:
             continue
         if name not in known:
-            import difflib
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise EdgeError(f"format {name!r} is not in the manifest.{hint} Available: {', '.join(known)}.")
+            raise EdgeError(f"format {name!r} is not in the manifest.{did_you_mean(name, known)} "
+                            f"Available: {', '.join(known)}.")
         picked.append(known[name])
     return picked
 
@@ -118,7 +117,7 @@ def bench(cfg: BenchConfig) -> BenchResult:
     entries = pick_entries(manifest, cfg.formats)
     if cfg.baseline is not None and not Path(cfg.baseline).is_file():
         raise EdgeError(f"baseline {cfg.baseline} does not exist.")
-    from edgekit.convert.calibration import balanced_indices, load_images
+    from edgekit.convert.calibration import load_images
     from edgekit.convert.source import open_run
     source = open_run(run_dir, cfg.data)
     dataset = load_images(source, cfg.data)
@@ -174,13 +173,11 @@ def bench(cfg: BenchConfig) -> BenchResult:
 
 
 def _latency_picks(y: np.ndarray, cfg: BenchConfig) -> List[int]:
-    from edgekit.convert.calibration import balanced_indices
     return sorted(int(i) for i in balanced_indices(y, min(cfg.latency_images, len(y)), cfg.seed + 7))
 
 
 def _validated_positions(manifest: dict, dataset, idx: np.ndarray) -> Optional[np.ndarray]:
     """Positions (into idx) of the images convert validated on, when all of them are benchmarked."""
-    from edgekit.convert.calibration import balanced_indices
     val = manifest.get("validation") or {}
     if val.get("split") != "test" or not val.get("images"):
         return None
@@ -195,7 +192,6 @@ def _remote(cfg: BenchConfig, ctx: "rp.Context", runnable, export: Path, dataset
             work: Path) -> Tuple[List[dict], Optional[dict], Optional[str]]:
     """Measure on the device; a device-level failure comes back as one sentence, never an exception."""
     from edgekit.benchmarks.remote import RemoteError, RemoteOptions, run_remote
-    from edgekit.convert.calibration import balanced_indices
     pos = np.sort(balanced_indices(ctx.y, min(cfg.device_samples, len(idx)), cfg.seed + 3))
     y = ctx.y[pos]
     plan = write_plan(work / "device", runnable, export, dataset.test.x[idx[pos]], y, cfg, _latency_picks(y, cfg))

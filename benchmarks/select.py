@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgekit.benchmarks.compare import load_report
-from edgekit.benchmarks.fields import as_dict, num, rows_of
-from edgekit.benchmarks.report import headline_latency
+from edgekit.benchmarks.fields import as_dict, headline_entry, num, rows_of
 from edgekit.convert.manifest import PASSED, SYMBOLS
 from edgekit.errors import EdgeError
 
@@ -94,7 +93,7 @@ def metric_ms(row: dict, metric: str) -> Optional[float]:
     if metric == "cold":
         s = num(as_dict(row.get("cold")).get("cold_start_s"))
         return None if s is None else s * 1e3
-    lat = headline_latency(row) or {}
+    lat = headline_entry(row) or {}
     kind, key = ("e2e", "p50_ms") if metric == "e2e" else ("run", f"{metric}_ms")
     return num(as_dict(lat.get(kind)).get(key))
 

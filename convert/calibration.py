@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from edgekit.errors import EdgeError
+from edgekit.helpers import balanced_indices
 from edgekit.train.data import Dataset, load_dataset
 from edgekit.train.pipeline import to_model_input
 from edgekit_runtime import PreprocessSpec
@@ -82,18 +83,6 @@ def load_images(source, data: Optional[str] = None) -> Dataset:
     for split in (dataset.train, dataset.val, dataset.test):
         split.y = remap[split.y] if len(split.y) else split.y
     return dataset
-
-
-def balanced_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Up to n indices, equal per class where possible (round-robin over seeded per-class shuffles)."""
-    rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-    picked: List[int] = []
-    depth = 0
-    while len(picked) < n and any(depth < len(p) for p in pools):
-        picked.extend(int(p[depth]) for p in pools if depth < len(p))
-        depth += 1
-    return np.array(picked[:n], np.int64)
 
 
 def _counts(y: np.ndarray, labels: Sequence[str]) -> Dict[str, int]:

@@ -5,19 +5,17 @@ carries one line saying why (❌). Validation is a separate step (validate.py) o
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from edgekit.errors import EdgeError
 from edgekit.convert.formats import Format
 from edgekit_runtime import PreprocessSpec
+from edgekit_runtime.native import first_line
 
 if TYPE_CHECKING:  # calibration imports TensorFlow; keep this module light for the CLI's early checks
     from edgekit.convert.calibration import Images
@@ -69,40 +67,6 @@ class Exported:
     @property
     def ok(self) -> bool:
         return self.error is None and self.path is not None
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.lstrip().startswith("loc(")]
-    return (lines[0] if lines else type(exc).__name__)[:limit]
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[List[str]]:
-    """Send what C++ converters print straight to fd 2 into a buffer (kept for error messages).
-
-    The TFLite and ONNX quantizers log calibration chatter below Python's reach; the user should see
-    our one-line status instead. EDGE_DEBUG=1 leaves stderr alone.
-    """
-    captured: List[str] = []
-    if os.environ.get("EDGE_DEBUG"):
-        yield captured
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            saved = os.dup(2)
-        except OSError:
-            yield captured
-            return
-        with tempfile.TemporaryFile(mode="w+b") as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield captured
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                sink.seek(0)
-                captured.append(sink.read().decode("utf-8", "replace"))
 
 
 def export_format(fmt: Format, ctx: ExportContext, out_dir: Path) -> Exported:

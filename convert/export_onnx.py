@@ -23,7 +23,8 @@ from typing import Dict, Iterator, List, Optional, Set
 import numpy as np
 import tensorflow as tf
 
-from edgekit.convert.export import ExportContext, ExportError, first_line, quiet_native_stderr
+from edgekit.convert.export import ExportContext, ExportError
+from edgekit_runtime.native import first_line, quiet_native_stderr
 from edgekit.convert.formats import Format
 
 INPUT_NAME = "image"

@@ -15,10 +15,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgekit.convert.export import ExportContext, ExportError, explain_unsupported, first_line, quiet_native_stderr
+from edgekit.convert.export import ExportContext, ExportError, explain_unsupported
+from edgekit_runtime.artifacts import METADATA_NAME
+from edgekit_runtime.native import first_line, quiet_native_stderr
 from edgekit.convert.formats import Format
 
-METADATA_NAME = "edgekit"
 IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
 
 

@@ -9,11 +9,11 @@ since their probabilities are coarse by design.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 from edgekit.errors import EdgeError
+from edgekit.helpers import did_you_mean
 
 INT8_OPS = "TFLITE_BUILTINS_INT8"
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
@@ -111,8 +111,7 @@ DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.default)
 
 
 def suggest(name: str) -> str:
-    close = difflib.get_close_matches(name, list(FORMATS) + ["all", "default"], n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(name, list(FORMATS) + ["all", "default"])
 
 
 def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,

@@ -16,15 +16,16 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from edgekit.convert.export import Exported, first_line
+from edgekit.convert.export import Exported
+from edgekit.helpers import fmt_size
+from edgekit_runtime.native import first_line
+from edgekit.status import LEGEND, SYMBOLS, Status
 from edgekit.versions import package_versions
 from edgekit.convert.formats import Format
 from edgekit.convert.validate import FormatValidation
 
 SCHEMA_VERSION = 1
-PASSED, OUTSIDE, FAILED = "passed", "outside_tolerance", "failed"
-SYMBOLS = {PASSED: "✅", OUTSIDE: "❎", FAILED: "❌"}
-LEGEND = "✅ exported and validated · ❎ exported, outside tolerance · ❌ failed to export"
+PASSED, OUTSIDE, FAILED = Status.PASSED.value, Status.OUTSIDE.value, Status.FAILED.value
 COMMON_TOOLS = ("edgekit", "edgekit-runtime", "numpy")
 ENGINE_TOOLS = {"litert": ("tensorflow", "tf_keras", "ai-edge-litert"),
                 "onnx": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
@@ -141,12 +142,6 @@ def merge(previous: Optional[dict], current: dict, out_dir: Path) -> dict:
     return {**current, "artifacts": sorted(kept + current["artifacts"], key=lambda e: order.get(e["format"], len(order)))}
 
 
-def _size(n: Optional[int]) -> str:
-    if n is None:
-        return ""
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-
 def _parity_text(entry: dict) -> str:
     p = entry.get("parity")
     if not p:
@@ -172,7 +167,7 @@ def table(entries: List[dict], title: str = "") -> Table:
         p = e.get("parity") or {}
         acc = f"{p['accuracy']:.1%}" if p.get("accuracy") is not None else ""
         note = e.get("error") or "; ".join(m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or [])
-        t.add_row(e["symbol"], e["format"], _size(e.get("size_bytes")), _parity_text(e), acc,
+        t.add_row(e["symbol"], e["format"], fmt_size(e.get("size_bytes")), _parity_text(e), acc,
                   f"{e.get('convert_seconds', 0):.1f} s", escape(note))  # notes quote e.g. 'edgekit-runtime[onnx]'
 
     return t

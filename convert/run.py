@@ -21,6 +21,7 @@ from edgekit.convert.validate import ValidationReport, reference, validate
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.signals import interrupts_deferred, sigterm_as_interrupt
+from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 
 if TYPE_CHECKING:
     from edgekit.convert.source import Source
@@ -152,8 +153,8 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     staging = make_staging(out_dir.parent, prefix)
     try:
         # The runtime reads labels and preprocessing beside the artifact, so validation sees the real layout.
-        write_text(staging / "labels.txt", "\n".join(source.labels) + "\n")
-        write_json(staging / "preprocess.json", source.spec.to_dict())
+        write_text(staging / LABELS_FILE, "\n".join(source.labels) + "\n")
+        write_json(staging / PREPROCESS_FILE, source.spec.to_dict())
         console.print(f"converting {source.path} → {out_dir}  ({len(formats)} format(s); calibration "
                       f"{len(calib) if calib else 0} train images, validation {len(val)} {val.split} images)",
                       highlight=False, soft_wrap=True)
@@ -203,7 +204,7 @@ def _publish(staging: Path, out_dir: Path, exported: List[Exported], manifest: d
                 os.replace(e.path, target)
             else:
                 target.unlink(missing_ok=True)  # an older artifact of a format that now fails would mislead
-        for name in ("labels.txt", "preprocess.json"):
+        for name in (LABELS_FILE, PREPROCESS_FILE):
             os.replace(staging / name, out_dir / name)
         for path in stale:
             path.unlink(missing_ok=True)

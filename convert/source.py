@@ -19,6 +19,7 @@ from edgekit.train.models import custom_objects, file_digest
 from edgekit.train.rundir import read_finished_run, read_labels
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
+from edgekit_runtime.native import first_line
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 KERAS3_HINT = ("edgekit converts tf_keras (Keras 2) models: load it in Keras 3 and call "
@@ -42,11 +43,6 @@ class Source:
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path), "model_sha256": self.model_sha256,
                 "labels": list(self.labels), "preprocess": self.spec.to_dict(), "data": self.data}
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:limit]
 
 
 def _keras_version_of(path: Path) -> Optional[str]:
@@ -106,7 +102,7 @@ def _load(path: Path) -> keras.Model:
     try:
         model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
     except Exception as exc:  # h5py, zipfile, protobuf and Keras all raise their own types
-        msg = f"{type(exc).__name__}: {_first_line(exc)}"
+        msg = f"{type(exc).__name__}: {first_line(exc)}"
         if isinstance(exc, (EOFError, zipfile.BadZipFile)) or "truncated" in msg.lower():
             raise EdgeError(f"{path} is truncated ({msg}); copy the file again.") from None
         if isinstance(exc, OSError):
@@ -126,7 +122,7 @@ def _wrap_saved_model(path: Path) -> keras.Model:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise EdgeError(f"cannot read SavedModel {path} ({type(exc).__name__}: {_first_line(exc)}).") from None
+        raise EdgeError(f"cannot read SavedModel {path} ({type(exc).__name__}: {first_line(exc)}).") from None
     sig = getattr(loaded, "signatures", {}).get("serving_default")
     if sig is None:
         raise EdgeError(f"SavedModel {path} has no 'serving_default' signature; export it with one (Keras 3: model.export()).")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.convert.export import first_line, quiet_native_stderr
+from edgekit_runtime.native import first_line, quiet_native_stderr
 from edgekit.convert.formats import Format
 from edgekit.errors import EdgeError
 

@@ -22,6 +22,7 @@ from edgekit import __version__, platforms
 from edgekit.deploy import bundle
 from edgekit.errors import EdgeError
 from edgekit_runtime.engines import ENGINES, engines_for
+from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints.txt"
@@ -80,7 +81,7 @@ def pack(cfg: PackConfig) -> Packed:
     with tempfile.TemporaryDirectory(prefix="edge-pack-") as tmp:
         root = Path(tmp) / name
         (root / "model").mkdir(parents=True)
-        for f in (entry["file"], "labels.txt", "preprocess.json"):
+        for f in (entry["file"], LABELS_FILE, PREPROCESS_FILE):
             if not (export / f).is_file():
                 raise EdgeError(f"{export / f} is missing: convert the run again (edge convert {run_dir}).")
             shutil.copy2(export / f, root / "model" / f)
@@ -235,7 +236,7 @@ def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[di
     another CPU's kernels may round differently, and a near-tie must not fail a good install."""
     from PIL import Image
 
-    from edgekit.convert.calibration import balanced_indices
+    from edgekit.helpers import balanced_indices
     from edgekit.convert.source import run_data_options
     from edgekit.train.data import load_dataset
     from edgekit.train.rundir import read_finished_run
@@ -245,7 +246,7 @@ def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[di
     if len(test.y) == 0:
         raise EdgeError(f"the run's data {cfg.data} has no test images to pick samples from.")
     order = balanced_indices(test.y, min(len(test.y), 20 * n), seed=0)
-    from edgekit.convert.export import quiet_native_stderr
+    from edgekit_runtime.native import quiet_native_stderr
     with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
         clf = Classifier.load(root / "model" / model_file)
         probs = clf.predict(test.x[order])

@@ -27,6 +27,23 @@ def test_edge_commands_are_quiet_unless_verbose(tiny_run, tmp_path):
     assert debug.returncode == 0 and NOISE.search(debug.stderr)
 
 
+TF_PREFIXES = ("I0000", "W0000", "E0000", "WARNING: All log messages")
+
+
+def test_train_help_convert_and_bench_print_no_tensorflow_log_lines(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    steps = [["train", "--help"],
+             ["convert", str(run), "--formats", "tflite-fp32,tflite-int8", "--calib-samples", "12", "--val-samples", "6"],
+             ["bench", str(run), "--runs", "3", "--warmup", "1", "--threads", "1"]]
+    for args in steps:
+        done = _edge(args, tmp_path)
+        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
+        logged = [line for line in (done.stdout + done.stderr).splitlines() if line.lstrip().startswith(TF_PREFIXES)]
+        assert logged == [], (args, logged)
+    assert (run / "bench" / "report.json").is_file()
+
+
 def test_quiet_import_replays_what_is_not_noise(tmp_path):
     code = ("import os, sys; from edgekit import quiet; quiet.install(); "
             "sys.meta_path[0].find_spec('tensorflow')  # the hook hands back a capturing loader\n"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -10,6 +9,7 @@ from typing import Any, Dict, List, Optional, Union
 import yaml
 
 from edgekit.errors import EdgeError
+from edgekit.helpers import did_you_mean
 
 
 @dataclass
@@ -61,9 +61,7 @@ class TrainConfig:
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
 
 
-def suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+suggest = did_you_mean  # ' Did you mean …?' for config keys and values (presets and augment import it from here)
 
 
 def _coerce(key: str, value: Any) -> Any:

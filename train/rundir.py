@@ -30,6 +30,7 @@ from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train import plots
 from edgekit.train.data import CIFAR10_ENV, Dataset
+from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 from edgekit.train.metrics import classification_report
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
@@ -67,8 +68,8 @@ class RunDir:
 
     def write_start(self, cfg, spec, data: Dataset) -> None:
         write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_text(self.path / "labels.txt", "\n".join(data.class_names) + "\n")
-        write_json(self.path / "preprocess.json", spec.to_dict())
+        write_text(self.path / LABELS_FILE, "\n".join(data.class_names) + "\n")
+        write_json(self.path / PREPROCESS_FILE, spec.to_dict())
         self.run_info = {
             "status": "training",
             "data": {"source": data.source, "hash": data.data_hash, "counts": data.counts(),
@@ -103,18 +104,15 @@ class RunDir:
 
 
 def read_labels(path: Path) -> List[str]:
+    """The runtime's labels reader (one rule for every stage), plus: a trained classifier has two classes or more."""
+    from edgekit_runtime.artifacts import read_labels as read
+    from edgekit_runtime.errors import ModelError
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise EdgeError(f"labels file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EdgeError(f"cannot read labels file {path} ({exc}).") from None
-    # Whole lines, as training wrote them: class names may contain spaces.
-    labels = [line.rstrip("\r") for line in text.splitlines() if line.strip()]
+        labels = read(Path(path))
+    except ModelError as exc:
+        raise EdgeError(str(exc)) from None
     if len(labels) < 2:
-        raise EdgeError(f"labels file {path} lists {len(labels)} class(es); a classifier needs at least two, one per line.")
-    if len(set(labels)) != len(labels):
-        raise EdgeError(f"labels file {path} lists a class twice.")
+        raise EdgeError(f"{path}: lists {len(labels)} class; a classifier needs at least two, one per line.")
     return labels
 
 
@@ -126,7 +124,7 @@ def read_finished_run(run_dir: Path) -> Tuple["TrainConfig", PreprocessSpec, Lis
         if (run_dir / "run.json").is_file():
             state = " (run.json says status: " + str(json.loads((run_dir / "run.json").read_text()).get("status")) + ")"
         raise EdgeError(f"{run_dir} has no model.keras{state}: not a finished `edge train` run directory.")
-    for name in ("labels.txt", "preprocess.json", "config.yaml"):
+    for name in (LABELS_FILE, PREPROCESS_FILE, "config.yaml"):
         if not (run_dir / name).is_file():
             raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
     cfg = build_config(run_dir / "config.yaml", {})
@@ -134,10 +132,10 @@ def read_finished_run(run_dir: Path) -> Tuple["TrainConfig", PreprocessSpec, Lis
     if remembered != cfg.data:
         cfg = dataclasses.replace(cfg, data=remembered)
     try:
-        spec = PreprocessSpec.load(run_dir / "preprocess.json")
+        spec = PreprocessSpec.load(run_dir / PREPROCESS_FILE)
     except SpecError as exc:
         raise EdgeError(str(exc)) from None
-    return cfg, spec, read_labels(run_dir / "labels.txt")
+    return cfg, spec, read_labels(run_dir / LABELS_FILE)
 
 
 def remembered_data(run_dir: Path, data: str) -> str:

@@ -7,6 +7,8 @@ from typing import Dict, List
 
 import yaml
 
+from edgekit_runtime.artifacts import PREPROCESS_FILE
+
 COLUMNS = ["run", "model", "input", "phases", "test top-1", "train time", "before 1st epoch", "whole run", "budget",
            "cache"]
 
@@ -20,7 +22,7 @@ def _fmt_seconds(s) -> str:
 def summarize(run_dir: Path) -> Dict[str, str]:
     m = json.loads((run_dir / "metrics.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    pre = json.loads((run_dir / "preprocess.json").read_text())
+    pre = json.loads((run_dir / PREPROCESS_FILE).read_text())
     model = "hub:" + Path(cfg["hub"]).name if cfg.get("hub") else cfg["preset"]
     phases = ", ".join(f"{name} {p['epochs']} ep" for name, p in m.get("phases", {}).items())
     hit = m.get("feature_cache_hit")

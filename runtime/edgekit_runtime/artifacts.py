@@ -120,13 +120,20 @@ class ModelInfo:
 
 
 def read_labels(path: Path) -> List[str]:
+    """labels.txt, the one reader every stage uses: one class per line in output order, surrounding spaces and
+    blank lines dropped (so "cat " is "cat" in training, convert and on the device alike), no class twice."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such labels file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: cannot read labels ({exc}).") from None
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ModelError(f"{path}: the labels file is empty.")
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ModelError(f"{path}: the labels file lists {', '.join(map(repr, twice[:3]))} more than once.")
     return labels
 
 

@@ -10,11 +10,11 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from typing import List, Optional
 
 from . import __version__
 from .errors import ImageError, RuntimeErrorBase
+from .native import quiet_native_stderr
 
 PROG = "edge-run"
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
@@ -70,39 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hide the engines' C++ chatter ("INFO: Created TensorFlow Lite XNNPACK delegate") on stderr.
-
-    Whatever else the native code wrote is passed on after a success; after a failure our one-line
-    message says it all. EDGE_DEBUG=1 leaves stderr alone.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = None
-    if fd is None or os.environ.get("EDGE_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    ok = False
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield
-            ok = True
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-            if ok:
-                tmp.seek(0)
-                for line in tmp.read().decode("utf-8", "replace").splitlines():
-                    if line.strip() and not line.startswith("INFO: "):
-                        print(line, file=sys.stderr)
-
-
 def _load(args):
     from .classifier import Classifier
     return Classifier.load(args.model, threads=args.threads, engine=args.engine, format=args.format)
@@ -111,7 +78,7 @@ def _load(args):
 def cmd_predict(args) -> int:
     """Classify every readable image; each unreadable one is a line on stderr, and the exit code says so."""
     from .classifier import top_indices
-    with _quiet_native_stderr():
+    with quiet_native_stderr(replay=True):
         clf = _load(args)
     labels, results, failed = clf.labels, [], []
 
@@ -122,13 +89,13 @@ def cmd_predict(args) -> int:
     for start in range(0, len(args.images), args.batch_size):
         chunk, done = args.images[start:start + args.batch_size], []
         try:
-            with _quiet_native_stderr():
+            with quiet_native_stderr(replay=True):
                 done = [classified(i, row) for i, row in zip(chunk, clf.predict(chunk, batch_size=args.batch_size))]
         except ImageError:
             # a bad file in this batch: one image at a time, so every good one is still classified
             for image in chunk:
                 try:
-                    with _quiet_native_stderr():
+                    with quiet_native_stderr(replay=True):
                         done.append(classified(image, clf.predict([image])[0]))
                 except ImageError as exc:
                     failed.append({"image": image, "error": str(exc)})
@@ -150,7 +117,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    with _quiet_native_stderr():
+    with quiet_native_stderr(replay=True):
         clf = _load(args)
     eng, info = clf.engine, clf.info
     details = {

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-PACKAGES = ("edgekit-runtime", "numpy", "pillow", "ai-edge-litert", "tflite-runtime", "onnxruntime")
+from .engines import ENGINES
+
+PACKAGES = ("edgekit-runtime", "numpy", "pillow", *(e.package for e in ENGINES.values()))
 
 
 def _read(path: str) -> Optional[str]:

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type
 import numpy as np
 
 from .errors import EngineUnavailable, InputError, ModelError
+from .native import first_line
 
 Shape = Tuple[Optional[int], ...]  # None marks a dimension the model leaves open
 
@@ -161,7 +162,7 @@ class LiteRTEngine(Engine):
             self._interp = lib.Interpreter(model_path=str(self.path), num_threads=self.threads)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)}).") from None
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({first_line(exc)}).") from None
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"{self.path}: the model has {len(ins)} inputs and {len(outs)} outputs; "
@@ -175,7 +176,7 @@ class LiteRTEngine(Engine):
         try:
             self._interp.invoke()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path.name}: inference failed ({_first_line(exc)}).") from None
+            raise ModelError(f"{self.path.name}: inference failed ({first_line(exc)}).") from None
         return self._interp.get_tensor(self._out["index"])  # a copy: the arena is reused next call
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
@@ -190,7 +191,7 @@ class LiteRTEngine(Engine):
                 self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise InputError(f"{self.path.name}: cannot run on input shape {x.shape} "
-                                 f"({_first_line(exc)}).") from None
+                                 f"({first_line(exc)}).") from None
             self._current = x.shape
         self._interp.set_tensor(self._in["index"], x)
 
@@ -219,7 +220,7 @@ class OnnxEngine(Engine):
             self._session = ort.InferenceSession(str(self.path), sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)}).") from None
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line(exc)}).") from None
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"{self.path}: the model has {len(ins)} inputs and {len(outs)} outputs; "
@@ -230,7 +231,7 @@ class OnnxEngine(Engine):
         try:
             return self._session.run([self.output.name], {self.input.name: x})[0]
         except Exception as exc:
-            raise ModelError(f"{self.path.name}: inference failed ({_first_line(exc)}).") from None
+            raise ModelError(f"{self.path.name}: inference failed ({first_line(exc)}).") from None
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
         names, feed = [self.output.name], {self.input.name: np.ascontiguousarray(x, dtype=self.input.dtype)}
@@ -284,11 +285,6 @@ def load_engine(path: "str | os.PathLike", threads: Optional[int] = None, engine
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: the model file is empty.")
     return cls.load(path, threads)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _tflite_info(d: dict) -> TensorInfo:
