@@ -16,11 +16,13 @@ ifneq ($(SHARED_CIFAR),)
 export EDGE_CIFAR10 ?= $(abspath $(SHARED_CIFAR))
 endif
 
-.PHONY: help venv demo test train evaluate convert bench pack pi-check lock clean
+.PHONY: help venv demo test test-fast test-runtime train evaluate convert bench pack pi-check lock clean
 
 help:
 	@echo "make demo      set up, then train + evaluate + convert + benchmark a small ResNet-8 on CIFAR-10 (minutes)"
 	@echo "make test      set up, then run the test suite"
+	@echo "make test-fast the tests that need no TensorFlow (seconds)"
+	@echo "make test-runtime  the runtime's own tests in a venv with only ./runtime[litert,onnx] (as on a device)"
 	@echo "make train     CONFIG=configs/resnet8.yaml [DATA=...]: a full training run into runs/"
 	@echo "make evaluate  RUN=runs/<dir>: recompute a run's test metrics"
 	@echo "make convert   [RUN=runs/<dir>] [FORMATS=a,b]: export + validate TFLite/ONNX (default: latest finished run)"
@@ -47,8 +49,23 @@ demo: venv
 	$(BIN)/edge convert runs/demo || [ $$? -eq 3 ]
 	$(BIN)/edge bench runs/demo --samples 2000 --runs 30 || [ $$? -eq 3 ]
 
-test: venv
+test: venv test-runtime
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The runtime's own tests in a venv holding only ./runtime[litert,onnx] and pytest, as a device has it.
+RUNTIME_VENV ?= .venv-runtime
+test-runtime: $(RUNTIME_VENV)/.installed
+	$(RUNTIME_VENV)/bin/python -m pytest runtime/tests -p no:cacheprovider $(PYTEST_ARGS)
+
+$(RUNTIME_VENV)/.installed: runtime/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install --quiet -c constraints.txt './runtime[litert,onnx]' pytest
+	touch $@
+
+# The tier without TensorFlow (seconds); it fails if a test in it imported TensorFlow.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not tf" $(PYTEST_ARGS)
 
 train: venv
 	$(BIN)/edge train --config $(CONFIG) --data $(DATA)
@@ -87,12 +104,12 @@ pi-check: venv
 	@dir="$(EXPORT)"; [ -n "$$dir" ] || dir=$$(ls -td runs/*/export 2>/dev/null | head -n 1); \
 	test -n "$$dir" || { echo "no export under runs/ (make convert first), or pass EXPORT=<dir>"; exit 2; }; \
 	out="$(PI_OUT)"; [ -n "$$out" ] || out="$$(dirname "$$dir")/pi-check"; \
-	echo "$(BIN)/python -m edgekit.benchmarks.pi_check --export $$dir --images $(PI_IMAGES) --out $$out"; \
-	$(BIN)/python -m edgekit.benchmarks.pi_check --export "$$dir" --images $(PI_IMAGES) --out "$$out"
+	echo "$(BIN)/edge pi-check --export $$dir --images $(PI_IMAGES) --out $$out"; \
+	$(BIN)/edge pi-check --export "$$dir" --images $(PI_IMAGES) --out "$$out"
 
 lock: venv
 	{ echo "# The one place where versions are pinned: every install (make, CI, docs) uses pip -c constraints.txt."; \
 	  echo "# Regenerate with: make lock"; $(BIN)/pip freeze --all --exclude pip --exclude-editable; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache

@@ -7,29 +7,21 @@ artifact was benchmarked, not a --formats selection) a passing row that is gone.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from edgekit.benchmarks.fields import headline_entry
-from edgekit.benchmarks.report import PASSED
+from edgekit.benchmarks.report.fields import headline_entry
+from edgekit.benchmarks.report.rows import PASSED, load_report
 from edgekit.errors import EdgeError
-
-
-def load_report(path: Path) -> dict:
-    try:
-        old = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgeError(f"baseline {path} is not a readable report.json ({exc}).") from None
-    if not isinstance(old, dict) or "rows" not in old or old.get("schema_version") != 1:
-        raise EdgeError(f"baseline {path} is not an `edge bench` report.json (schema version 1).")
-    return old
 
 
 def compare(report: dict, baseline: Path, max_accuracy_drop: float, max_latency_growth: float,
             complete: bool = True) -> dict:
     """`complete`: every artifact was benchmarked, so a row the baseline has and this report lacks is a loss."""
-    old = load_report(baseline)
+    try:
+        old = load_report(baseline)
+    except EdgeError as exc:
+        raise EdgeError(f"baseline {exc}") from None
     old_rows: Dict[Tuple[str, str], dict] = {(r.get("name"), r.get("device")): r for r in old["rows"]}
     checks: List[dict] = []
     for row in report["rows"]:

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from edgekit.benchmarks import report as rp
+from edgekit.benchmarks.report import rows as rp
 from edgekit.benchmarks.config import BenchConfig
 from edgekit.benchmarks.plan import write_plan
 from edgekit.errors import EdgeError
@@ -47,17 +47,9 @@ class BenchResult:
 
 
 def read_manifest(run_dir: Path) -> Tuple[Path, dict]:
+    from edgekit.convert.manifest import read_manifest as read
     export = run_dir / "export"
-    path = export / "manifest.json"
-    if not path.is_file():
-        raise EdgeError(f"{run_dir} has no export/manifest.json: convert it first with `edge convert {run_dir}`.")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise EdgeError(f"{path} is not valid JSON ({exc}); rerun `edge convert {run_dir}`.") from None
-    if not isinstance(manifest.get("artifacts"), list):
-        raise EdgeError(f"{path} lists no artifacts; rerun `edge convert {run_dir}`.")
-    return export, manifest
+    return export, read(export, f"edge convert {run_dir}")
 
 
 def pick_entries(manifest: dict, formats: Optional[str]) -> List[dict]:
@@ -191,7 +183,7 @@ def _validated_positions(manifest: dict, dataset, idx: np.ndarray) -> Optional[n
 def _remote(cfg: BenchConfig, ctx: "rp.Context", runnable, export: Path, dataset, idx: np.ndarray,
             work: Path) -> Tuple[List[dict], Optional[dict], Optional[str]]:
     """Measure on the device; a device-level failure comes back as one sentence, never an exception."""
-    from edgekit.benchmarks.remote import RemoteError, RemoteOptions, run_remote
+    from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, run_remote
     pos = np.sort(balanced_indices(ctx.y, min(cfg.device_samples, len(idx)), cfg.seed + 3))
     y = ctx.y[pos]
     plan = write_plan(work / "device", runnable, export, dataset.test.x[idx[pos]], y, cfg, _latency_picks(y, cfg))

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edgekit.benchmarks.compare import load_report
-from edgekit.benchmarks.fields import as_dict, headline_entry, num, rows_of
+from edgekit.benchmarks.report.fields import as_dict, headline_entry, num, rows_of
+from edgekit.benchmarks.report.rows import load_report
 from edgekit.convert.manifest import PASSED, SYMBOLS
 from edgekit.errors import EdgeError
 

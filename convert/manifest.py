@@ -6,6 +6,7 @@ lists), so the manifest describes what was written rather than what was asked fo
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections import Counter
 from datetime import datetime, timezone
@@ -17,7 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekit.convert.export import Exported
+from edgekit.errors import EdgeError
 from edgekit.helpers import fmt_size
+from edgekit_runtime.artifacts import MANIFEST_FILE
 from edgekit_runtime.native import first_line
 from edgekit.status import LEGEND, SYMBOLS, Status
 from edgekit.versions import package_versions
@@ -171,3 +174,18 @@ def table(entries: List[dict], title: str = "") -> Table:
                   f"{e.get('convert_seconds', 0):.1f} s", escape(note))  # notes quote e.g. 'edgekit-runtime[onnx]'
 
     return t
+
+
+def read_manifest(export: Path, fix: str = "edge convert") -> dict:
+    """An export directory's manifest.json, the one reader of it: a dict with an `artifacts` list, or one
+    sentence that ends with the command that makes a new one (`fix`)."""
+    path = Path(export) / MANIFEST_FILE
+    if not path.is_file():
+        raise EdgeError(f"{export} has no readable manifest.json: convert it first with `{fix}`.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgeError(f"{path} is not valid JSON ({exc}); rerun `{fix}`.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
+        raise EdgeError(f"{path} lists no artifacts; rerun `{fix}`.")
+    return manifest

@@ -112,12 +112,9 @@ def pack(cfg: PackConfig) -> Packed:
 # ------------------------------------------------------------------------------------------- choosing
 def choose_artifact(run_dir: Path, fmt: str, device: Optional[str]):
     """(manifest entry, why): a named format of the export, or the one `edge select` recommends."""
-    from edgekit.convert.manifest import PASSED
+    from edgekit.convert.manifest import PASSED, read_manifest
     path = run_dir / "export" / "manifest.json"
-    try:
-        entries = json.loads(path.read_text())["artifacts"]
-    except (OSError, ValueError, KeyError):
-        raise EdgeError(f"{run_dir} has no readable export/manifest.json: run `edge convert {run_dir}` first.") from None
+    entries = read_manifest(run_dir / "export", f"edge convert {run_dir}")["artifacts"]
     by_name = {e.get("format"): e for e in entries if e.get("file")}
     if fmt == "best":
         from edgekit.benchmarks.select import Budget, select

@@ -217,7 +217,7 @@ def bench(
                           device_python=device_python, local=local, python=python, keep=keep, baseline=baseline,
                           max_accuracy_drop=max_accuracy_drop, max_latency_growth=max_latency_growth)
         cfg.check()
-        from edgekit.benchmarks.report import console_table
+        from edgekit.benchmarks.report.rows import console_table
         from edgekit.benchmarks.run import bench as run_bench
         result = run_bench(cfg)
     except EdgeError as exc:
@@ -294,6 +294,15 @@ def pack(
                   f"{done.samples} sample images", highlight=False, soft_wrap=True)
     console.print(f"on the device: tar xzf {done.path.name} && {done.folder}/install.sh",
                   highlight=False, soft_wrap=True)
+
+
+@app.command("pi-check", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pi_check(ctx: typer.Context):
+    """Run an export's artifacts in an emulated Raspberry Pi OS userland and compare with this machine (root,
+    debootstrap, qemu-user-static): `edge pi-check --export DIR --images 200 --out DIR`; --help for all options."""
+    from edgekit.deploy.pi.check import main as check_main
+    raise typer.Exit(check_main(list(ctx.args)))
 
 
 @app.command()

@@ -2,38 +2,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the quiet level `edge` uses (edgekit/quiet.py)
 
-CLASSES = ["red", "green", "blue"]
-COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
-
-
-def make_image(rng: np.random.Generator, label: str, size=32) -> Image.Image:
-    """A noisy image whose dominant colour is the class: learnable in a couple of epochs."""
-    base = np.array(COLOURS[label], np.float32)
-    arr = base + rng.normal(0, 25, (size, size, 3))
-    arr[: size // 2] *= 0.8 + 0.4 * rng.random()
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-
-
-def write_folder(root: Path, per_class_train=16, per_class_test=6, seed=0, size=32) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class_train), ("test", per_class_test)):
-        for label in CLASSES:
-            d = root / split / label
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                ext = "png" if i % 4 == 3 else "jpg"
-                make_image(rng, label, size).save(d / f"{i:04d}.{ext}", quality=92)
-    return root
+from testdata import write_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +88,11 @@ def _settle_batchnorm(run: Path, data: Path) -> None:
 def sshd(tmp_path_factory):
     from sshd_server import start_sshd
     yield from start_sshd(tmp_path_factory)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier (-m 'not tf') must not have imported TensorFlow: an unmarked test that needs it fails the run."""
+    if session.config.getoption("markexpr", "") == "not tf" and "tensorflow" in sys.modules:
+        print("\nERROR: the fast tier (-m 'not tf') imported TensorFlow: mark the test that needs it with "
+              "@pytest.mark.tf", file=sys.stderr)
+        session.exitstatus = 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.benchmarks.remote import RemoteOptions
+from edgekit.benchmarks.remote.session import RemoteOptions
 
 SSHD = "/usr/sbin/sshd"
 

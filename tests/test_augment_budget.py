@@ -95,3 +95,16 @@ def test_budget_epoch_choice():
 def test_budget_that_cannot_hold_one_epoch_is_refused_before_training():
     with pytest.raises(EdgeError, match=r"cannot hold one epoch: 50 s are spent.*about 40 s.*Give at least 1.9 min"):
         budget.plan_epochs(60, 50, 40, 20)
+
+
+def test_teacher_softening_keeps_the_order_and_flattens():
+    from edgekit.train.teacher import blend, soften
+    p = np.array([[0.9, 0.09, 0.01], [0.2, 0.5, 0.3]], np.float32)
+    assert soften(p, 1.0) is p
+    s2 = soften(p, 2.0)
+    want = np.sqrt(p) / np.sqrt(p).sum(1, keepdims=True)      # softmax(log p / 2)
+    np.testing.assert_allclose(s2, want, rtol=1e-5)
+    assert (s2.argsort(1) == p.argsort(1)).all() and s2[0, 0] < p[0, 0] and s2[0, 2] > p[0, 2]
+    t = blend(np.array([0, 1]), p, 0.5, temperature=3.0)
+    np.testing.assert_allclose(t.sum(1), 1, rtol=1e-6)
+    np.testing.assert_allclose(t[0], 0.5 * soften(p, 3.0)[0] + 0.5 * np.array([1, 0, 0]), rtol=1e-6)

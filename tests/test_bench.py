@@ -16,6 +16,8 @@ from edgekit.benchmarks.run import bench
 from edgekit.cli import app
 from edgekit.convert import ConvertConfig, convert
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 runner = CliRunner()
 FORMATS = "tflite-fp32,tflite-int8,onnx-fp32"
 FAST = dict(runs=3, warmup=1, threads=(1,), batch=(1, 4), latency_images=4)
@@ -197,7 +199,7 @@ def test_unreachable_device_still_writes_local_results(run_dir, tmp_path):
 def test_convert_check_is_exact_and_allows_one_image_only_for_enlarged_images(tmp_path):
     """Same pixels must give convert's accuracy exactly; images both sides enlarge in float may move one near-tie."""
     import numpy as np
-    from edgekit.benchmarks.report import Context, _check_against_convert
+    from edgekit.benchmarks.report.rows import Context, _check_against_convert
     y = np.array([0, 1, 2, 0])
     one_off = np.array([[0], [1], [0], [0]])   # 3 of 4 right here; convert recorded 4 of 4
     two_off = np.array([[0], [1], [0], [1]])   # 2 of 4

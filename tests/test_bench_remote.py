@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.benchmarks.remote import RemoteError, RemoteOptions, device_requirements, run_remote
-from edgekit.benchmarks.ssh import SshClient, Target, parse_target, remote_command
+from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, device_requirements, run_remote
+from edgekit.benchmarks.remote.ssh import SshClient, Target, parse_target, remote_command
 from sshd_server import SSHD, Sshd, _free_port, _keygen  # noqa: F401  (the sshd fixture lives in conftest)
+
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,8 @@ from edgekit.convert.calibration import Images
 from edgekit.convert.export import ExportContext, export_format
 from edgekit_runtime import Classifier, PreprocessSpec
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 SIZE = 12
 
 

@@ -4,6 +4,8 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 runner = CliRunner()
 
 

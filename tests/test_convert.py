@@ -25,6 +25,8 @@ from edgekit.errors import EdgeError
 from edgekit_runtime import Classifier, PreprocessSpec
 from edgekit_runtime.tflite_meta import read_metadata
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 runner = CliRunner()
 SCALE = str(1 / 255)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, write_folder
+from testdata import CLASSES, write_folder
 from edgekit.errors import EdgeError
 from edgekit.train.data import load_dataset
 

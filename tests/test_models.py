@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from edgekit.errors import EdgeError
 from edgekit.train import models
 from edgekit.train.presets import PRESETS, get_preset
+from testdata import make_hub_module
+
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 
 
 def test_resnet8_is_the_mlperf_tiny_size():
@@ -51,21 +53,6 @@ def test_resnet8_weights_round_trip(tmp_path):
                      weight_decay=0)
     x = np.random.rand(1, 32, 32, 3).astype("float32")
     np.testing.assert_allclose(a.model.predict(x, verbose=0), b.model.predict(x, verbose=0), atol=1e-6)
-
-
-def make_hub_module(path):
-    """A TF2 SavedModel with the TF Hub image feature-vector signature: [0,1] images → pooled features."""
-    class FeatureVector(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.kernel = tf.Variable(tf.random.stateless_normal((3, 8), seed=(1, 2)))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def __call__(self, images):
-            return tf.nn.relu(tf.reduce_mean(images, axis=[1, 2]) @ self.kernel)
-
-    tf.saved_model.save(FeatureVector(), str(path))
-    return path
 
 
 def test_hub_local_module_and_offline_url(tmp_path):

@@ -17,6 +17,8 @@ from edgekit.cli import app
 from edgekit.convert import ConvertConfig, convert
 from edgekit.deploy import bundle
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 # `make venv` downloads this machine's device-side wheels there, so packing needs no network here.
 WHEELHOUSE = Path(os.environ.get("EDGE_TEST_WHEELHOUSE", Path(sys.prefix) / "wheelhouse"))
 PY = "%d.%d" % sys.version_info[:2]
@@ -127,7 +129,7 @@ def test_bad_pack_options_are_one_line(run, wheels, tmp_path, args, message):
 
 def test_best_needs_a_bench_report(tiny_run, wheels, tmp_path):
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
-    assert edge("pack", run, "--wheels", wheels)[1].count("no readable export/manifest.json") == 1
+    assert edge("pack", run, "--wheels", wheels)[1].count("has no readable manifest.json") == 1
     assert convert(ConvertConfig(run, formats="tflite-fp32", val_samples=6, calib_samples=6)).all_passed
     code, out = edge("pack", run, "--wheels", wheels)
     assert code == 2 and "--format best asks edge select:" in out and f"edge bench {run}" in " ".join(out.split())

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.benchmarks import pi_check as pc
-from edgekit.benchmarks import pi_report
-from edgekit.benchmarks import pi_rootfs as rf
+from edgekit.deploy.pi import check as pc
+from edgekit.deploy.pi import report as pi_report
+from edgekit.deploy.pi import rootfs as rf
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -345,5 +345,5 @@ def test_unknown_format_or_engine_is_refused(tmp_path, capsys):
 
 
 def test_no_tensorflow_imported():
-    code = "import sys, edgekit.benchmarks.pi_check; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, edgekit.deploy.pi.check; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

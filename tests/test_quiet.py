@@ -4,6 +4,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from edgekit.quiet import NOISE
 
 
@@ -13,6 +15,7 @@ def _edge(args, tmp_path, **env):
                           cwd=tmp_path, env={**environ, **env})
 
 
+@pytest.mark.tf
 def test_edge_commands_are_quiet_unless_verbose(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -30,6 +33,7 @@ def test_edge_commands_are_quiet_unless_verbose(tiny_run, tmp_path):
 TF_PREFIXES = ("I0000", "W0000", "E0000", "WARNING: All log messages")
 
 
+@pytest.mark.tf
 def test_train_help_convert_and_bench_print_no_tensorflow_log_lines(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, make_image
+from testdata import CLASSES, make_image
 from edgekit_runtime import (Classifier, EngineUnavailable, ImageError, InputError, ModelError, PreprocessSpec,
                              SpecError, load_rgb, resize_rgb)
 from edgekit_runtime.cli import main
 from edgekit_runtime.tflite_meta import read_metadata
+
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 
 SIZE = 16
 LABELS = sorted(CLASSES)  # blue, green, red: output order, as training writes labels.txt

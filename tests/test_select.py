@@ -5,11 +5,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgekit.benchmarks.html import render_html
+from edgekit.benchmarks.report.html import render_html
 from edgekit.benchmarks.select import Budget, recommendations, select
 from edgekit.cli import app
 from edgekit.errors import EdgeError
-from test_bench_report import make_report
+from testdata import make_report
 
 
 @pytest.fixture()

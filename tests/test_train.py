@@ -19,7 +19,9 @@ from edgekit.train.evaluate import evaluate
 from edgekit.train.pipeline import to_model_input
 from edgekit.train.run import train
 from edgekit_runtime import PreprocessSpec, load_rgb, resize_rgb
-from test_models import make_hub_module
+from testdata import make_hub_module
+
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 
 RUN_FILES = {"model.keras", "labels.txt", "preprocess.json", "config.yaml", "run.json", "metrics.json",
              "history.json", "training_curves.png", "confusion_matrix.png"}

@@ -14,6 +14,8 @@ from edgekit.train.fit import PhaseState, run_phase
 from edgekit.train.run import train
 from edgekit.train.schedules import OneCycle, OptimizerSpec, custom_objects, make_optimizer
 
+pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
+
 
 def cfg(data, **kw):
     base = dict(data=str(data), batch_size=8, epochs=2, early_stopping_patience=0, seed=7)

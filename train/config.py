@@ -44,6 +44,7 @@ class TrainConfig:
     time_budget: float = 0.0          # minutes for the whole run; chooses the epochs (overrides `epochs`); 0 = off
     teacher: Optional[str] = None     # a finished run whose probabilities are blended into the targets (distillation)
     distill_weight: float = 0.5       # share of the teacher's probabilities in each target (the rest: the label)
+    distill_temperature: float = 1.0  # teacher probabilities softened as softmax(log p / T): T > 1 shows class likeness
     weight_decay: float = 0.0         # L2 penalty on conv/dense kernels (from-scratch models)
     label_smoothing: float = 0.1
     dropout: float = 0.2
@@ -164,6 +165,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.time_budget >= 0, "time_budget must be 0 (off) or minutes"),
         (cfg.cache_views >= 1, "cache_views must be at least 1"),
         (0 < cfg.distill_weight <= 1, "distill_weight must be in (0, 1]"),
+        (0 < cfg.distill_temperature <= 20, "distill_temperature must be in (0, 20]"),
         (cfg.fine_tune_from is None or not cfg.hub, "fine_tune_from needs a keras.applications backbone, not --hub"),
     ]
     for ok, message in checks:

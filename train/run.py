@@ -246,10 +246,12 @@ def _from_scratch(s: Session, model):
         agree = float((probs.argmax(1) == split.y).mean())
         console.print(f"teacher {s.cfg.teacher}: {'cached' if hit else 'computed'} in {seconds:.0f} s, "
                       f"agrees with {agree:.1%} of the training labels; targets = {s.cfg.distill_weight:g} x teacher "
-                      f"+ {1 - s.cfg.distill_weight:g} x label", highlight=False)
+                      f"+ {1 - s.cfg.distill_weight:g} x label"
+                      + (f" (teacher softened at T = {s.cfg.distill_temperature:g})" if s.cfg.distill_temperature != 1 else ""),
+                      highlight=False)
         s.info.update(teacher=s.cfg.teacher, teacher_seconds=seconds, teacher_cache_hit=hit,
                       teacher_train_agreement=agree)
-        split = Split(split.x, teacher.blend(split.y, probs, s.cfg.distill_weight))
+        split = Split(split.x, teacher.blend(split.y, probs, s.cfg.distill_weight, s.cfg.distill_temperature))
     train = lambda epoch=0: s.images(split, augment=True, shuffle=True, start_epoch=epoch)  # noqa: E731
     return _fit(s, model, "train", train_data=train, make_train=train,
                 val=s.images(s.data.val, augment=False, shuffle=False), epochs=s.cfg.epochs, lr=s.cfg.lr,

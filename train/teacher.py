@@ -46,7 +46,17 @@ def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: s
     return out, False, time.perf_counter() - t0
 
 
-def blend(y: np.ndarray, probs: np.ndarray, weight: float) -> np.ndarray:
-    """Targets: `weight` x the teacher's probabilities + (1 - weight) x the one-hot label."""
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): T > 1 flattens a confident teacher so that its second choices (a cat's dog) show."""
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.maximum(probs, 1e-12)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def blend(y: np.ndarray, probs: np.ndarray, weight: float, temperature: float = 1.0) -> np.ndarray:
+    """Targets: `weight` x the teacher's (softened) probabilities + (1 - weight) x the one-hot label."""
     onehot = np.eye(probs.shape[1], dtype=np.float32)[y]
-    return (weight * probs + (1 - weight) * onehot).astype(np.float32)
+    return (weight * soften(probs, temperature) + (1 - weight) * onehot).astype(np.float32)

@@ -34,12 +34,12 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 
-from edgekit.benchmarks.ssh import RemoteError, SshClient, Target, parse_target
+from edgekit.benchmarks.remote.ssh import RemoteError, SshClient, Target, parse_target
 
 __all__ = ["RemoteError", "RemoteOptions", "run_remote", "extras_for_plan", "device_requirements"]
 
 MIN_PYTHON = (3, 9)
-_REPO_CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints.txt"
+_REPO_CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
 MARKER = ".edgekit-requirements"  # in the venv: what the last successful install was asked for
 IMPORT_NAMES = {"numpy": "numpy", "pillow": "PIL", "ai-edge-litert": "ai_edge_litert",
                 "tflite-runtime": "tflite_runtime", "onnxruntime": "onnxruntime"}

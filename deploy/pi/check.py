@@ -1,6 +1,6 @@
 """`make pi-check`: prove edgekit-runtime on a Raspberry Pi OS userland (Debian bookworm arm64) under emulation.
 
-    python -m edgekit.benchmarks.pi_check --export DIR --images 200 --out DIR [--rootfs DIR]
+    edge pi-check --export DIR --images 200 --out DIR [--rootfs DIR]
 
 Downloads aarch64 wheels on this machine as an offline Pi user does, installs the runtime with pip
 alone into one venv per engine extra inside a cached arm64 chroot, runs `edge-run predict` there and
@@ -31,13 +31,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.atomic import write_json, write_text, write_with
+from edgekit.errors import EdgeError
 from edgekit.signals import sigterm_as_interrupt
 from edgekit_runtime.artifacts import LABELS_FILE, read_labels
 
-from . import pi_rootfs as rf
-from .pi_report import ENGINE_PACKAGE, exactness, render_markdown, render_table
+from . import rootfs as rf
+from .report import ENGINE_PACKAGE, exactness, render_markdown, render_table
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKDIR = "/opt/pi-check"                        # inside the rootfs; wiped at the start and end of each run
 DEFAULT_FORMATS = ("tflite-int8", "tflite-fp32", "onnx-fp32")
 FLOAT_TOLERANCE = 1e-5                           # float kernels differ in summation order between x86 and ARM
@@ -172,10 +173,11 @@ def tail(result: subprocess.CompletedProcess, lines: int = 3) -> str:
 def artifact_entries(export: Path, formats: Sequence[str]) -> Dict[str, dict]:
     if not export.is_dir():
         raise rf.PiCheckError(f"{export}: no such export directory (make one with edge convert)")
+    from edgekit.convert.manifest import read_manifest
     try:
-        manifest = json.loads((export / "manifest.json").read_text())
-    except (OSError, ValueError):
-        raise rf.PiCheckError(f"{export}: no readable manifest.json (make one with edge convert)") from None
+        manifest = read_manifest(export)
+    except EdgeError as exc:
+        raise rf.PiCheckError(str(exc)) from None
     entries = {a.get("format"): a for a in manifest.get("artifacts", [])}
     missing = [f for f in formats if f not in entries or not (export / entries[f].get("file", "")).is_file()]
     if missing:
@@ -354,7 +356,7 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgekit.benchmarks.pi_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="edge pi-check", description=__doc__.split("\n")[0])
     p.add_argument("--export", required=True, help="export directory (edge convert)")
     p.add_argument("--images", type=int, default=200, help="CIFAR-10 test images, class-balanced (default 200)")
     p.add_argument("--out", required=True, help="directory for report.json, report.md and probabilities/")

@@ -7,6 +7,7 @@ convert recorded: the same images through the same runtime must give the same an
 """
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from edgekit.atomic import write_json, write_text
-from edgekit.benchmarks.fields import headline_entry
+from edgekit.errors import EdgeError
+from edgekit.benchmarks.report.fields import headline_entry
 from edgekit.benchmarks.macs import count_macs
 from edgekit.convert.manifest import FAILED, LEGEND, OUTSIDE, PASSED, SYMBOLS
 from edgekit.helpers import fmt_size
@@ -155,9 +157,9 @@ def build(cfg, run_dir: Path, export: Path, labels: List[str], rows: List[dict],
 def write_all(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
-    from edgekit.benchmarks.markdown import render_markdown
+    from edgekit.benchmarks.report.markdown import render_markdown
     write_text(out_dir / "report.md", render_markdown(report))
-    from edgekit.benchmarks.html import write_html
+    from edgekit.benchmarks.report.html import write_html
     write_html(report, out_dir / "report.html")
 
 
@@ -216,3 +218,14 @@ def console_table(report: dict, title: str = ""):
         cells = summary_cells(row)
         t.add_row(*(cells[c] for c in cols))
     return t
+
+
+def load_report(path: Path) -> dict:
+    """A report.json written by `edge bench`, the one reader of it: schema checked, one sentence when it is not."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeError(f"{path} is not a readable report.json ({exc}).") from None
+    if not isinstance(old, dict) or "rows" not in old or old.get("schema_version") != 1:
+        raise EdgeError(f"{path} is not an `edge bench` report.json (schema version 1).")
+    return old

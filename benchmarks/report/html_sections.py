@@ -7,9 +7,9 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from edgekit.benchmarks.fields import as_dict, as_list, headline_entry, num, stat, threads_text
+from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, num, stat, threads_text
 from edgekit.status import LEGEND
-from edgekit.benchmarks.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
+from edgekit.benchmarks.report.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
                                             status_of, table, td)
 
 
@@ -264,7 +264,7 @@ def _figure(png: Optional[bytes], alt: str, caption: str, scale: float = 1.0) ->
 
 def plots_section(report: dict) -> str:
     try:
-        from edgekit.benchmarks import plots
+        from edgekit.benchmarks.report import plots
     except Exception as exc:  # matplotlib missing or broken: the report still renders
         return f'<p class="note bad">Plots unavailable: {e(type(exc).__name__)}: {e(exc)}</p>'
 

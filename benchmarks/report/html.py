@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from edgekit.atomic import write_text
-from edgekit.benchmarks.fields import as_dict, as_list, num, rows_of
-from edgekit.benchmarks.html_details import artifact_details, recall_overview
-from edgekit.benchmarks.html_format import STATUS_TEXT, SYMBOLS, e, f_date, f_num, status_of
-from edgekit.benchmarks.html_sections import comparison, device_cards, highlights, plots_section, summary_table
+from edgekit.benchmarks.report.fields import as_dict, as_list, num, rows_of
+from edgekit.benchmarks.report.html_details import artifact_details, recall_overview
+from edgekit.benchmarks.report.html_format import STATUS_TEXT, SYMBOLS, e, f_date, f_num, status_of
+from edgekit.benchmarks.report.html_sections import comparison, device_cards, highlights, plots_section, summary_table
 
 
 # --------------------------------------------------------------------------------------- the page

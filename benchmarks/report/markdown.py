@@ -4,7 +4,7 @@ from __future__ import annotations
 import unicodedata
 from typing import List, Sequence
 
-from edgekit.benchmarks.report import COLUMNS, LEGEND, RIGHT, summary_cells
+from edgekit.benchmarks.report.rows import COLUMNS, LEGEND, RIGHT, summary_cells
 from edgekit.helpers import fmt_size
 
 

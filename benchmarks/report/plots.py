@@ -29,9 +29,9 @@ from matplotlib.transforms import Bbox, blended_transform_factory
 
 from edgekit.atomic import write_with
 from edgekit.status import COLOURS, TEXT
-from edgekit.benchmarks.fields import as_dict, headline_entry, num, rows_of, stat
-from edgekit.benchmarks.plots_latency import latency_distributions, thread_scaling, throughput
-from edgekit.benchmarks.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, SCALE, device_ids, headline_text,
+from edgekit.benchmarks.report.fields import as_dict, headline_entry, num, rows_of, stat
+from edgekit.benchmarks.report.plots_latency import latency_distributions, thread_scaling, throughput
+from edgekit.benchmarks.report.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, SCALE, device_ids, headline_text,
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
 
 __all__ = ["ALL", "SCALE", "latency_distributions", "pareto", "pareto_front", "save", "thread_scaling", "throughput"]

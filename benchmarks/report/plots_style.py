@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from edgekit.benchmarks.fields import as_dict, as_list, headline_entry, rows_of, threads_text  # noqa: E402
+from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, rows_of, threads_text  # noqa: E402
 
 DPI = 110    # layout resolution: fonts and sizes are chosen for it
 SCALE = 1.6  # PNGs are rendered at DPI × SCALE; the HTML shows them at 1/SCALE for sharp high-density screens

@@ -8,8 +8,8 @@ import html as _html
 from datetime import datetime
 from typing import Any, Iterable, Sequence, Tuple
 
-from edgekit.benchmarks.fields import num
-from edgekit.benchmarks.report import fmt_macs
+from edgekit.benchmarks.report.fields import num
+from edgekit.benchmarks.report.rows import fmt_macs
 from edgekit.helpers import fmt_size
 from edgekit.status import SYMBOLS
 from edgekit.status import TEXT as STATUS_TEXT

@@ -11,9 +11,9 @@ import matplotlib
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
-from edgekit.benchmarks.fields import (as_dict, as_list, headline_entry, latency_entries, num, rows_of, stat,
+from edgekit.benchmarks.report.fields import (as_dict, as_list, headline_entry, latency_entries, num, rows_of, stat,
                                        threads_text)
-from edgekit.benchmarks.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, device_ids, headline_text,
+from edgekit.benchmarks.report.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, device_ids, headline_text,
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
 
 KINDS = ("bare", "run", "e2e")

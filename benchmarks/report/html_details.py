@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from edgekit.benchmarks.fields import as_dict, as_list, headline_entry, num, stat
-from edgekit.benchmarks.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size, status_of,
+from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, num, stat
+from edgekit.benchmarks.report.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size, status_of,
                                             table, td)
 
 KINDS = ("bare", "run", "e2e")
