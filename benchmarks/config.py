@@ -26,8 +26,10 @@ class BenchConfig:
     python: Optional[str] = None           # interpreter for local measurements (e.g. a runtime-only venv)
     timeout: float = 3600.0                # per artifact process
     keep: bool = False                     # keep the plan directory (and the device's copy)
-    # device over SSH
-    host: Optional[str] = None
+    # devices over SSH: --host (repeatable) and --hosts FILE, measured at the same time
+    hosts: Tuple[str, ...] = ()
+    hosts_file: Optional[Path] = None
+    parallel: int = 4                      # devices measured at once
     port: Optional[int] = None
     identity: Optional[Path] = None
     known_hosts: Optional[Path] = None
@@ -41,8 +43,17 @@ class BenchConfig:
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
+    @property
+    def host(self) -> Optional[str]:
+        """Whether any device is benchmarked over SSH (the first one's destination), for the single-device paths."""
+        return self.hosts[0] if self.hosts else (str(self.hosts_file) if self.hosts_file else None)
+
+    def devices(self):
+        from edgekit.benchmarks.remote.fleet import devices
+        return devices(self.hosts, self.hosts_file, self.port)
+
     def check(self) -> None:
-        for name in ("runs", "latency_images", "device_samples"):
+        for name in ("runs", "latency_images", "device_samples", "parallel"):
             if getattr(self, name) < 1:
                 raise EdgeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.warmup < 0:

@@ -107,6 +107,7 @@ def bench(cfg: BenchConfig) -> BenchResult:
     run_dir = Path(cfg.run_dir)
     export, manifest = read_manifest(run_dir)
     entries = pick_entries(manifest, cfg.formats)
+    remote = cfg.devices()  # bad host names or hosts files are refused before anything is measured
     if cfg.baseline is not None and not Path(cfg.baseline).is_file():
         raise EdgeError(f"baseline {cfg.baseline} does not exist.")
     from edgekit.convert.calibration import load_images
@@ -140,14 +141,14 @@ def bench(cfg: BenchConfig) -> BenchResult:
             result = run_local(plan, cfg)
             devices.append(rp.device_entry("local", None, result))
             rows += rp.artifact_rows(ctx, result, "local", np.arange(len(idx)))
-        if cfg.host:
-            rows_remote, device, error = _remote(cfg, ctx, runnable, export, dataset, idx, work)
-            rows += rows_remote
-            if device:
-                devices.append(device)
-            if error:
-                errors.append(error)
-        rows += rp.unexported_rows(ctx, "local" if cfg.local or not cfg.host else cfg.host)
+        if remote:
+            for rows_remote, device, error in _remote_all(cfg, remote, ctx, runnable, export, dataset, idx, work):
+                rows += rows_remote
+                if device:
+                    devices.append(device)
+                if error:
+                    errors.append(error)
+        rows += rp.unexported_rows(ctx, "local" if cfg.local or not remote else remote[0].name)
         report = rp.build(cfg, run_dir, export, source.labels, rows, devices, len(idx), dataset.test.y[idx])
         from edgekit.benchmarks.select import recommendations
         report["recommendation"] = recommendations(report)
@@ -180,20 +181,33 @@ def _validated_positions(manifest: dict, dataset, idx: np.ndarray) -> Optional[n
     return np.array([where[int(c)] for c in chosen], np.int64)
 
 
-def _remote(cfg: BenchConfig, ctx: "rp.Context", runnable, export: Path, dataset, idx: np.ndarray,
-            work: Path) -> Tuple[List[dict], Optional[dict], Optional[str]]:
-    """Measure on the device; a device-level failure comes back as one sentence, never an exception."""
+def _remote_all(cfg: BenchConfig, remote, ctx: "rp.Context", runnable, export: Path, dataset, idx: np.ndarray,
+                work: Path) -> List[Tuple[List[dict], Optional[dict], Optional[str]]]:
+    """Every device at once (at most cfg.parallel), each exactly as a single --host: the same plan, measurements and
+    cleanup. A device that fails is a row per artifact with its reason; the others are still measured."""
+    from edgekit.benchmarks.remote.fleet import each
     from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, run_remote
     pos = np.sort(balanced_indices(ctx.y, min(cfg.device_samples, len(idx)), cfg.seed + 3))
     y = ctx.y[pos]
     plan = write_plan(work / "device", runnable, export, dataset.test.x[idx[pos]], y, cfg, _latency_picks(y, cfg))
-    opts = RemoteOptions(host=cfg.host, port=cfg.port, identity=cfg.identity, known_hosts=cfg.known_hosts,
-                         accept_new_host_key=cfg.accept_new_host_key, device_python=cfg.device_python,
-                         keep=cfg.keep, timeout=cfg.timeout)
     extras = sorted({"litert" if p.suffix == ".tflite" else "onnx" for _, p in runnable})
-    console.print(f"benchmarking {len(runnable)} artifact(s) on {cfg.host}: {len(pos):,} test images", highlight=False)
-    try:
-        result = run_remote(plan.parent, opts, extras)
-    except RemoteError as exc:
-        return [], None, str(exc)  # RemoteError names the host itself
-    return rp.artifact_rows(ctx, result, cfg.host, pos), rp.device_entry(cfg.host, cfg.host, result), None
+    names = ", ".join(d.name for d in remote)
+    console.print(f"benchmarking {len(runnable)} artifact(s) on {names}: {len(pos):,} test images"
+                  + (f", {min(cfg.parallel, len(remote))} devices at a time" if len(remote) > 1 else ""), highlight=False)
+
+    def one(device) -> Tuple[List[dict], Optional[dict], Optional[str]]:
+        opts = RemoteOptions(host=device.destination, port=device.port, identity=cfg.identity,
+                             known_hosts=cfg.known_hosts, accept_new_host_key=cfg.accept_new_host_key,
+                             device_python=cfg.device_python, keep=cfg.keep, timeout=cfg.timeout)
+        try:
+            result = run_remote(plan.parent, opts, extras)
+        except RemoteError as exc:  # names the host itself
+            failed = [{"name": fmt, "kind": "artifact", "device": device.name, "status": rp.FAILED,
+                       "symbol": rp.SYMBOLS[rp.FAILED], "reason": f"device {device.name}: {exc}"} for fmt, _ in runnable]
+            return failed, None, str(exc)
+        except Exception as exc:  # a bug must not lose the other devices' results
+            return [], None, f"{device.name}: internal error: {type(exc).__name__}: {exc}"
+        return (rp.artifact_rows(ctx, result, device.name, pos), rp.device_entry(device.name, device.destination, result),
+                None)
+
+    return [out for _, out in each(remote, one, cfg.parallel)]

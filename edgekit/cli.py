@@ -189,8 +189,10 @@ def bench(
     max_time: float = typer.Option(30.0, help="Stop timing a slow setting after this many seconds (once it has 3 runs)."),
     data: Optional[str] = typer.Option(None, help="Data whose test split to use (same forms as `edge train --data`). Default: the run's own."),
     out: Optional[Path] = typer.Option(None, help="Report directory. Default: RUN_DIR/bench."),
-    host: Optional[str] = typer.Option(None, help="Also run on a device over SSH: user@host (known_hosts is checked)."),
-    port: Optional[int] = typer.Option(None, help="SSH port of --host. Default: 22 or your ssh config's."),
+    host: Optional[List[str]] = typer.Option(None, help="Also run on a device over SSH: user@host[:port] (known_hosts is checked). Repeat for several devices, measured at the same time."),
+    hosts: Optional[Path] = typer.Option(None, help="A file of devices, one `user@host[:port] [name]` per line (# comments)."),
+    parallel: int = typer.Option(4, help="Devices measured at the same time."),
+    port: Optional[int] = typer.Option(None, help="SSH port of the --host devices that name none. Default: 22 or your ssh config's."),
     identity: Optional[Path] = typer.Option(None, help="SSH private key for --host."),
     known_hosts: Optional[Path] = typer.Option(None, help="known_hosts file to verify --host against. Default: ~/.ssh/known_hosts."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Trust and record a host key seen for the first time (never a changed one)."),
@@ -212,7 +214,8 @@ def bench(
     try:
         cfg = BenchConfig(run_dir=run_dir, formats=formats, samples=samples, threads=parse_ints(threads, "--threads"),
                           batch=parse_ints(batch, "--batch") or (1,), runs=runs, warmup=warmup, min_time=min_time,
-                          max_time=max_time, data=data, out=out, host=host, port=port, identity=identity,
+                          max_time=max_time, data=data, out=out, hosts=tuple(host or ()), hosts_file=hosts,
+                          parallel=parallel, port=port, identity=identity,
                           known_hosts=known_hosts, accept_new_host_key=accept_new_host_key, device_samples=device_samples,
                           device_python=device_python, local=local, python=python, keep=keep, baseline=baseline,
                           max_accuracy_drop=max_accuracy_drop, max_latency_growth=max_latency_growth)

@@ -90,9 +90,29 @@ def sshd(tmp_path_factory):
     yield from start_sshd(tmp_path_factory)
 
 
+_TF_FIRST = []   # the test after which TensorFlow was first found imported
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In the fast tier, a module marked tf as a whole is not even imported (importing it would load TensorFlow)."""
+    if config.getoption("markexpr", "") != "not tf" or collection_path.suffix != ".py":
+        return None
+    try:
+        text = collection_path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return True if "\npytestmark = pytest.mark.tf" in text else None
+
+
+def pytest_runtest_teardown(item):
+    if not _TF_FIRST and "tensorflow" in sys.modules:
+        _TF_FIRST.append(item.nodeid)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The fast tier (-m 'not tf') must not have imported TensorFlow: an unmarked test that needs it fails the run."""
     if session.config.getoption("markexpr", "") == "not tf" and "tensorflow" in sys.modules:
-        print("\nERROR: the fast tier (-m 'not tf') imported TensorFlow: mark the test that needs it with "
-              "@pytest.mark.tf", file=sys.stderr)
+        first = _TF_FIRST[0] if _TF_FIRST else "collection (a test module imports it)"
+        print(f"\nERROR: the fast tier (-m 'not tf') imported TensorFlow, first in {first}: mark the test that "
+              "needs it with @pytest.mark.tf", file=sys.stderr)
         session.exitstatus = 1

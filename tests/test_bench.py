@@ -193,7 +193,62 @@ def test_unreachable_device_still_writes_local_results(run_dir, tmp_path):
     assert code == 2, text
     assert "refused" in text and "Traceback" not in text
     report = json.loads((out / "report.json").read_text())
-    assert [(r["name"], r["device"]) for r in report["rows"]] == [("keras", "local"), ("tflite-int8", "local")]
+    assert [(r["name"], r["device"], r["status"]) for r in report["rows"]] == [
+        ("keras", "local", "passed"), ("tflite-int8", "local", "passed"), ("tflite-int8", "nobody@127.0.0.1", "failed")]
+    assert "refused" in report["rows"][2]["reason"] and [d["id"] for d in report["devices"]] == ["local"]
+
+
+@pytest.fixture(scope="module")
+def second_sshd(sshd, tmp_path_factory):
+    """Another real sshd on another port that lets the first one's user key in."""
+    from sshd_server import start_sshd
+    gen = start_sshd(tmp_path_factory)
+    other = next(gen)
+    with open(other.root / "authorized_keys", "a") as f:
+        f.write(sshd.user_key.with_suffix(".pub").read_text())
+    yield other
+    for _ in gen:
+        pass
+
+
+def test_a_fleet_is_benchmarked_at_once_and_a_dead_device_is_a_row(run_dir, sshd, second_sshd, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts.read_text() + second_sshd.known_hosts.read_text())
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"# the lab\n{sshd.user}@127.0.0.1:{sshd.port} pi4\n{sshd.user}@127.0.0.1:{second_sshd.port} pi5"
+                     f"  # the new one\nnobody@127.0.0.1:{dead} jetson\n")
+    out = tmp_path / "fleet"
+    code, text = cli("bench", run_dir, "--formats", "tflite-int8", "--runs", 3, "--warmup", 1, "--threads", 1,
+                     "--no-local", "--out", out, "--hosts", hosts, "--identity", sshd.user_key, "--known-hosts", known,
+                     "--device-python", sys.executable, "--device-samples", 6)
+    assert code == 2 and "Traceback" not in text, text
+    report = json.loads((out / "report.json").read_text())
+    assert [d["id"] for d in report["devices"]] == ["pi4", "pi5"]
+    assert [(r["name"], r["device"], r["status"]) for r in report["rows"]] == [
+        ("keras", "local", "passed"), ("tflite-int8", "pi4", "passed"), ("tflite-int8", "pi5", "passed"),
+        ("tflite-int8", "jetson", "failed")]
+    assert "refused" in report["rows"][3]["reason"]
+    assert {r["device"] for r in report["recommendation"]} == {"pi4", "pi5"}
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in ("pi4", "pi5", "jetson"))
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("pi@host1 a\npi@host2 a\n", "two hosts are named 'a' (pi@host1 and pi@host2)"),
+    ("pi@host1 a b\n", "line 1: 'pi@host1 a b' is not `user@host[:port] [name]`"),
+    ("# nothing\n", "lists no hosts"),
+    ("pi@-oProxyCommand=x\n", "line 1: 'pi@-oProxyCommand=x' is not a valid SSH destination"),
+])
+def test_bad_hosts_files_are_one_line(run_dir, tmp_path, lines, message):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(lines)
+    code, text = cli("bench", run_dir, "--hosts", hosts, "--out", tmp_path / "o")
+    assert code == 2 and message in " ".join(text.split()) and "Traceback" not in text, text
+    assert not (tmp_path / "o").exists()
 
 
 def test_convert_check_is_exact_and_allows_one_image_only_for_enlarged_images(tmp_path):

@@ -62,6 +62,7 @@ class TrainConfig:
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
 
 
+SCHEDULES = ("exponential", "cosine", "onecycle")   # schedules.py builds them; checked here without TensorFlow
 suggest = did_you_mean  # ' Did you mean …?' for config keys and values (presets and augment import it from here)
 
 
@@ -144,7 +145,6 @@ def build_config(config_file: Optional[Path], overrides: Dict[str, Any]) -> Trai
 def validate(cfg: TrainConfig) -> None:
     if cfg.optimizer not in ("adam", "sgd"):
         raise EdgeError(f"optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}.{suggest(cfg.optimizer, ['adam', 'sgd'])}")
-    from edgekit.train.schedules import SCHEDULES
     if cfg.lr_schedule not in SCHEDULES:
         raise EdgeError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {cfg.lr_schedule!r}."
                         f"{suggest(cfg.lr_schedule, SCHEDULES)}")

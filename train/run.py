@@ -157,7 +157,10 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False, st
         "total_seconds": time.perf_counter() - t_start,
     })
     if cfg.time_budget:
-        run.record("time_budget", {**s.info.get("time_budget", {}), "actual_seconds": time.perf_counter() - t_start})
+        final = [p.planned_epochs for p in s.phases.values() if p.planned_epochs is not None]
+        run.record("time_budget", {**s.info.get("time_budget", {}), "actual_seconds": time.perf_counter() - t_start,
+                                   "final_planned_epochs": final[-1] if final else None,
+                                   "epochs_run": sum(p.epochs_done for p in s.phases.values())})
     return run.path
 
 

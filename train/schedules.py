@@ -9,7 +9,6 @@ from typing import Iterator
 import tensorflow as tf
 import tf_keras as keras
 
-SCHEDULES = ("exponential", "cosine", "onecycle")
 
 
 @keras.utils.register_keras_serializable(package="edgekit")

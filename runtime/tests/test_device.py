@@ -22,7 +22,7 @@ ARTIFACTS = sorted(EXPECTED["artifacts"])
 @pytest.mark.parametrize("name", ARTIFACTS)
 def test_artifact_answers_as_recorded_with_embedded_labels_and_preprocessing(name):
     clf = Classifier.load(DATA / name)
-    assert clf.labels == CLASSES and clf.info.labels_source.startswith("embedded")
+    assert clf.labels == CLASSES and clf.info.labels_source.endswith("(embedded)")  # no side files here
     x, _ = images(12, seed=2)
     want = np.array(EXPECTED["artifacts"][name], np.float32)
     step = 1 / 256 if "int8" in name else 1e-5   # an int8 output moves in steps of its quantization
