@@ -39,8 +39,9 @@ def _kind(layer) -> Optional[str]:
 
 
 def _single_consumer(layer):
-    nodes = getattr(layer, "_outbound_nodes", [])
-    return nodes[0].layer if len(nodes) == 1 else None
+    """The one layer this layer feeds (a layer called twice feeds the same consumer twice), else None."""
+    consumers = {id(n.layer): n.layer for n in getattr(layer, "_outbound_nodes", [])}
+    return next(iter(consumers.values())) if len(consumers) == 1 else None
 
 
 def _is_linear(layer) -> bool:
@@ -99,11 +100,13 @@ def _targets(model) -> Dict[int, tuple]:
             return
         found, nested = [], []
         for layer in m.layers:
+            # A layer (or nested model) called more than once, as flip-TTA's two passes through one ResNet, is
+            # measured on its first call: the images as given (the other sees their mirror images).
             if isinstance(layer, keras.Model):
-                if getattr(layer, "_is_graph_network", False) and len(layer._inbound_nodes) == 1:
+                if getattr(layer, "_is_graph_network", False) and len(layer._inbound_nodes) >= 1:
                     nested.append(layer)
                     visit(layer)
-            elif len(getattr(layer, "_inbound_nodes", [])) == 1:  # a shared layer has no single input to measure
+            elif len(getattr(layer, "_inbound_nodes", [])) >= 1:
                 t = _target(layer)
                 if t is not None:
                     found.append(t)
@@ -137,7 +140,7 @@ def measure(model, batches) -> Dict[int, tuple]:
     probes = {}
     for key, (m, found, nested) in plan.items():
         # a nested model's .input is its own InputLayer; the tensor the outer graph feeds it is on its node
-        wanted = [t.layer.input for t in found] + [n._inbound_nodes[0].input_tensors for n in nested]
+        wanted = [t.layer.get_input_at(0) for t in found] + [n._inbound_nodes[0].input_tensors for n in nested]
         probes[key] = keras.Model(m.inputs, wanted) if wanted else None
     sums: Dict[int, np.ndarray] = {}
     count = 0

@@ -86,11 +86,12 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `edge train`."),
     data: Optional[str] = typer.Option(None, help="Data to evaluate on (same forms as `edge train --data`). Default: the run's own test split."),
+    tta: str = typer.Option("none", help="flip: score the model with flip averaging wrapped around it (what `tta: flip` would save), under tta_flip in metrics.json."),
 ):
     """Recompute test metrics of a trained run (updates RUN_DIR/metrics.json)."""
     try:
         from edgekit.train.evaluate import evaluate as run_evaluate
-        report = run_evaluate(run_dir, data)
+        report = run_evaluate(run_dir, data, tta=tta)
     except EdgeError as exc:
         _fail(exc)
     console.print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
@@ -284,6 +285,7 @@ def pack(
     wheels: Optional[Path] = typer.Option(None, help="Take the wheels from this folder instead of PyPI (offline packing)."),
     device: Optional[str] = typer.Option(None, help="With --format best: the bench device to choose for."),
     samples: int = typer.Option(8, help="Test images bundled for the smoke test."),
+    check: bool = typer.Option(False, "--check", help="Then install it in the emulated Raspberry Pi OS userland and run its smoke test (aarch64; root, qemu-user-static, debootstrap: see make pi-check)."),
 ):
     """Bundle an artifact for a device: model + labels + preprocessing, the runtime and engine wheels for that
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
@@ -297,6 +299,9 @@ def pack(
                   f"{done.samples} sample images", highlight=False, soft_wrap=True)
     console.print(f"on the device: tar xzf {done.path.name} && {done.folder}/install.sh",
                   highlight=False, soft_wrap=True)
+    if check:
+        from edgekit.deploy.pi.check import main as check_main
+        raise typer.Exit(check_main(["--bundle", str(done.path)]))
 
 
 @app.command("pi-check", add_help_option=False,

@@ -347,3 +347,23 @@ def test_unknown_format_or_engine_is_refused(tmp_path, capsys):
 def test_no_tensorflow_imported():
     code = "import sys, edgekit.deploy.pi.check; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_bundle_check_refuses_what_is_not_an_aarch64_bundle(tmp_path, capsys):
+    import json as _json
+    import tarfile
+    from edgekit.deploy.pi.bundle_check import check_bundle
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tar")
+    with pytest.raises(rf.PiCheckError, match="not an `edge pack` bundle"):
+        check_bundle(junk, print)
+    folder = tmp_path / "b" / "run-tflite-int8-x86_64-py3.11"
+    folder.mkdir(parents=True)
+    (folder / "pack.json").write_text(_json.dumps({"target": {"arch": "x86_64", "python": "3.11"}}))
+    bundle = tmp_path / "x86.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    with pytest.raises(rf.PiCheckError, match="is for x86_64; the emulated Pi is aarch64 .pack with --target aarch64."):
+        check_bundle(bundle, print)
+    assert pc.main(["--bundle", str(bundle)]) == 2
+    assert "pi-check: " in capsys.readouterr().err

@@ -247,3 +247,38 @@ def test_cosine_shape_and_re_aim():
     assert all(a >= b for a, b in zip(lr[10:110], lr[11:111]))
     s.set_total_steps(60)
     assert float(s(60)) == pytest.approx(0.0, abs=1e-7) and float(s(35)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_flip_tta_is_inside_the_saved_model_and_converts(tiny_folder, tmp_path):
+    from edgekit.convert import ConvertConfig, convert
+    from edgekit.train import models
+    from edgekit_runtime import Classifier
+    run = train(cfg(tiny_folder, preset="resnet8", epochs=1, tta="flip"), tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test_top1_without_tta"] <= 1
+    model = models.load_model(run / "model.keras")
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0),
+                               (base.predict(x, verbose=0) + base.predict(x[:, :, ::-1], verbose=0)) / 2, atol=1e-6)
+    report = convert(ConvertConfig(run, formats="tflite-fp32,tflite-int8", calib_samples=12, val_samples=6))
+    assert report.all_passed, [e.get("mismatches") or e.get("error") for e in report.entries]
+    clf = Classifier.load(run / "export" / "model_tflite-fp32.tflite")
+    pixels = (np.random.default_rng(1).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(clf.predict(pixels).argmax(1), clf.predict(pixels[:, :, ::-1]).argmax(1))
+    with pytest.raises(EdgeError, match="tta must be none or flip, not 'rot'"):
+        cfg(tiny_folder, tta="rot")
+
+
+def test_evaluate_with_flip_tta_records_beside_the_runs_own_figures(tiny_run, tmp_path):
+    import shutil
+    from edgekit.train.evaluate import evaluate
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = json.loads((run / "metrics.json").read_text())["test"]
+    report = evaluate(run, tta="flip")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"] == before and metrics["tta_flip"]["test"]["top1"] == report["top1"]
+    assert report["tta"] == "flip" and report["images"] == before["images"]
+    with pytest.raises(EdgeError, match="--tta must be one of none, flip, not 'rot'"):
+        evaluate(run, tta="rot")

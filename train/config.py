@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0         # L2 penalty on conv/dense kernels (from-scratch models)
     label_smoothing: float = 0.1
     dropout: float = 0.2
+    tta: str = "none"                 # flip: the saved model averages the image and its mirror image (2x inference)
     augment: Union[str, List[str]] = "fast"  # fast (flip, crop:4) | seed (flip, rotate, shift, zoom) | none | [ops]
     early_stopping_patience: int = 5  # epochs without val-loss improvement; 0 = off
     feature_cache: bool = True        # phase 1 of transfer presets trains on cached backbone features
@@ -166,6 +167,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.cache_views >= 1, "cache_views must be at least 1"),
         (0 < cfg.distill_weight <= 1, "distill_weight must be in (0, 1]"),
         (0 < cfg.distill_temperature <= 20, "distill_temperature must be in (0, 20]"),
+        (cfg.tta in ("none", "flip"), f"tta must be none or flip, not {cfg.tta!r}"),
         (cfg.fine_tune_from is None or not cfg.hub, "fine_tune_from needs a keras.applications backbone, not --hub"),
     ]
     for ok, message in checks:

@@ -17,7 +17,11 @@ from edgekit.train.pipeline import make_dataset
 from edgekit.train.rundir import read_finished_run
 
 
-def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -> dict:
+def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128, tta: str = "none") -> dict:
+    """Test metrics of the run's model (written into metrics.json), or with `tta="flip"` of the model with flip
+    averaging wrapped around it (recorded under `tta_flip`, the run's own `test` left as it is)."""
+    if tta not in models.TTA:
+        raise EdgeError(f"--tta must be one of {', '.join(models.TTA)}, not {tta!r}.")
     run_dir = Path(run_dir)
     cfg, spec, labels = read_finished_run(run_dir)
     ds_src = data or cfg.data
@@ -33,7 +37,7 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -
         # the data may hold a subset of the classes: map its label indices onto the model's outputs
         remap = np.array([labels.index(c) for c in dataset.class_names], np.int32)
         dataset.test.y = remap[dataset.test.y]
-    model = models.load_model(run_dir / "model.keras")
+    model = models.with_tta(models.load_model(run_dir / "model.keras"), tta)
     t0 = time.perf_counter()
     probs = model.predict(make_dataset(dataset.test.x, None, spec, batch_size, num_classes=len(labels)), verbose=0)
     seconds = time.perf_counter() - t0
@@ -43,7 +47,10 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128) -
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     key = "test" if same_data else "evaluations"
-    if same_data:
+    if tta != "none":
+        report["tta"] = tta
+        metrics.setdefault(f"tta_{tta}", {})["test" if same_data else dataset.data_hash[:12]] = report
+    elif same_data:
         metrics["test"] = report
         plots.confusion_matrix(report["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
                                f"test top-1 {report['top1']:.2%} ({report['images']:,} images)")

@@ -146,6 +146,10 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False, st
     train_seconds = sum(p.seconds for p in s.phases.values())
     images_trained = sum(p.epochs_done for p in s.phases.values()) * len(data.train.y)
 
+    if cfg.tta != "none":  # what the model alone scores, beside what the saved (averaging) model scores
+        plain = predict_images(model, data.test.x, spec, cfg.batch_size)
+        s.info["test_top1_without_tta"] = float((plain.argmax(1) == data.test.y).mean())
+        model = models.with_tta(model, cfg.tta)
     t0 = time.perf_counter()
     probs = predict_images(model, data.test.x, spec, cfg.batch_size)
     infer_seconds = time.perf_counter() - t0
@@ -226,7 +230,8 @@ def _probe_and_plan(s: Session, model, make_train, val, steps: int, after_traini
         model.save_weights(Path(tmp) / "probe.weights.h5")
         save_seconds = time.perf_counter() - t
     per_epoch = budget.epoch_seconds(p, steps, len(s.data.val.y), val_seconds, save_seconds)
-    after = after_training + len(s.data.test.y) * p.infer_seconds_per_image + budget.WRITING_SECONDS + p.trace_seconds
+    passes = 1 if s.cfg.tta == "none" else 3  # with tta: the model alone, then the averaging model (two passes)
+    after = after_training + passes * len(s.data.test.y) * p.infer_seconds_per_image + budget.WRITING_SECONDS + p.trace_seconds
     elapsed = time.perf_counter() - s.started
     epochs = budget.plan_epochs(s.cfg.time_budget * 60, elapsed, per_epoch, after)
     planned = elapsed + epochs * per_epoch + after

@@ -357,9 +357,11 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="edge pi-check", description=__doc__.split("\n")[0])
-    p.add_argument("--export", required=True, help="export directory (edge convert)")
+    p.add_argument("--export", help="export directory (edge convert)")
+    p.add_argument("--bundle", help="instead: an `edge pack --target aarch64` bundle to install and smoke-test")
     p.add_argument("--images", type=int, default=200, help="CIFAR-10 test images, class-balanced (default 200)")
-    p.add_argument("--out", required=True, help="directory for report.json, report.md and probabilities/")
+    p.add_argument("--out", help="directory for report.json, report.md and probabilities/ (with --bundle: "
+                   "report.json only; default beside the bundle)")
     p.add_argument("--rootfs", default=str(rf.default_rootfs()), help="cached arm64 rootfs (default %(default)s)")
     p.add_argument("--data", default=os.environ.get("EDGE_CIFAR10") or str(REPO.parent / "shared/datasets/cifar10-jpeg.tar.gz"),
                    help="CIFAR-10 JPEG archive with test/<class>/*.jpg (default $EDGE_CIFAR10)")
@@ -372,6 +374,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the rootfs even if a cached one is complete")
     p.add_argument("--keep", action="store_true", help=f"keep {WORKDIR} (venvs, wheels) inside the rootfs")
     args = p.parse_args(argv)
+    if args.bundle:
+        from edgekit.deploy.pi.bundle_check import main as bundle_main
+        return bundle_main(args)
+    if not args.export or not args.out:
+        p.error("--export and --out are required (or --bundle FILE)")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     unknown = sorted(set(args.engines) - {e.extra for e in ENGINES}) + sorted(set(args.formats) - set(DEFAULT_FORMATS))
