@@ -32,11 +32,12 @@ class Budget:
     max_size_mb: Optional[float] = None
     max_ram_mb: Optional[float] = None
     metric: str = "p50"
+    min_accuracy_pct: Optional[float] = None   # top-1 of at least this, whatever the artifact's own reference
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise EdgeError(f"unknown metric '{self.metric}'; choose one of {', '.join(METRICS)}.")
-        for name in ("max_accuracy_drop_pp", "max_size_mb", "max_ram_mb"):
+        for name in ("max_accuracy_drop_pp", "max_size_mb", "max_ram_mb", "min_accuracy_pct"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise EdgeError(f"{name.replace('_', '-')} must not be negative, got {value:g}.")
@@ -160,6 +161,8 @@ def _judge(row: dict, path: str, rep: dict, ref_top1: Optional[float], b: Budget
         c.why = "no accuracy against the reference in its report (bench with labelled test images)"
     elif c.drop_pp > b.max_accuracy_drop_pp + 1e-9:
         c.why = f"too inaccurate: top-1 {top1:.2%} is {c.drop_pp:.2f} pp below the reference (limit {b.max_accuracy_drop_pp:g} pp)"
+    elif b.min_accuracy_pct is not None and top1 * 100 < b.min_accuracy_pct - 1e-9:
+        c.why = f"not accurate enough: top-1 {top1:.2%} (at least {b.min_accuracy_pct:g} %)"
     elif b.max_size_mb is not None and (c.size_mb is None or c.size_mb > b.max_size_mb):
         c.why = f"too big: {_mb(c.size_mb)} (limit {b.max_size_mb:g} MB)"
     elif b.max_ram_mb is not None and (c.ram_mb is None or c.ram_mb > b.max_ram_mb):

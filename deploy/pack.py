@@ -249,7 +249,9 @@ def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[di
         probs = clf.predict(test.x[order])
     top2 = np.sort(probs, axis=1)[:, -2:]
     clear = [int(i) for i, (second, first) in zip(order, top2) if first - second >= MIN_MARGIN]
-    pick = (clear + [int(i) for i in order if int(i) not in clear])[:n]
+    right = {int(i) for i, row in zip(order, probs) if clf.labels[int(row.argmax())] == labels[test.y[i]]}
+    # clear and right first (a reader of samples/ sees the model work), then clear, then the rest
+    pick = sorted(dict.fromkeys(clear + [int(i) for i in order]), key=lambda i: (i not in clear, i not in right))[:n]
     (root / "samples").mkdir()
     out = []
     for k, i in enumerate(pick):

@@ -246,6 +246,7 @@ def select(
     sources: List[Path] = typer.Argument(..., help="Run directories (their bench/report.json) or report.json files; several are merged."),
     device: Optional[str] = typer.Option(None, help="Device id as in the reports (local, or the --host name). Default: the only one."),
     max_accuracy_drop: float = typer.Option(1.0, help="Allowed top-1 drop below the report's reference (Keras) row, in percentage points."),
+    min_accuracy: Optional[float] = typer.Option(None, help="Smallest top-1 in percent, whatever each artifact's reference (compares runs)."),
     max_size: Optional[float] = typer.Option(None, help="Largest model file, in MB."),
     max_ram: Optional[float] = typer.Option(None, help="Largest peak resident memory of the benchmark process, in MB."),
     metric: str = typer.Option("p50", help="Rank by p50 or p99 (one inference), e2e (image file to label) or cold (fresh process to first answer)."),
@@ -257,7 +258,7 @@ def select(
     """
     from edgekit.benchmarks import select as sel
     try:
-        result = sel.select(sources, sel.Budget(max_accuracy_drop, max_size, max_ram, metric), device)
+        result = sel.select(sources, sel.Budget(max_accuracy_drop, max_size, max_ram, metric, min_accuracy), device)
     except EdgeError as exc:
         _fail(exc)
     if json_:

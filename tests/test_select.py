@@ -42,6 +42,9 @@ def test_fastest_passing_within_budget_wins_and_every_other_says_why(reports):
     strict = select([run], Budget(max_accuracy_drop_pp=int8.drop_pp - 0.01))
     assert strict.best.artifact == "tflite-fp32"
     assert next(c for c in strict.candidates if c.artifact == "tflite-int8").why.startswith("too inaccurate: top-1 ")
+    floor = select([run], Budget(min_accuracy_pct=round(int8.top1 * 100 + 0.01, 2)))
+    assert floor.best.artifact == "tflite-fp32"
+    assert next(c for c in floor.candidates if c.artifact == "tflite-int8").why.startswith("not accurate enough: top-1 ")
     small = select([run], Budget(max_size_mb=0.2))
     assert small.best.artifact == "tflite-int8"
     assert next(c for c in small.candidates if c.artifact == "tflite-fp32").why == "too big: 0.33 MB (limit 0.2 MB)"
