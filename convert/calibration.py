@@ -7,6 +7,7 @@ something. Both go through edgekit.train.pipeline.to_model_input, the function t
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from edgekit.errors import EdgeError
 from edgekit.helpers import balanced_indices
+from edgekit.progress import console
 from edgekit.train.data import Dataset, load_dataset
 from edgekit.train.pipeline import to_model_input
 from edgekit_runtime import PreprocessSpec
@@ -75,6 +77,7 @@ def load_images(source, data: Optional[str] = None) -> Dataset:
         dataset = load_dataset(data, source.spec.size, **source.data_options)
     except EdgeError as exc:
         raise EdgeError(f"calibration data: {exc} Pass --data PATH to use other images.") from None
+    _warn_if_changed(source, dataset, data)
     missing = sorted(set(dataset.class_names) - set(source.labels))
     if missing:
         raise EdgeError(f"calibration data {data} has classes the model does not know: {', '.join(missing[:5])}"
@@ -83,6 +86,20 @@ def load_images(source, data: Optional[str] = None) -> Dataset:
     for split in (dataset.train, dataset.val, dataset.test):
         split.y = remap[split.y] if len(split.y) else split.y
     return dataset
+
+
+def _warn_if_changed(source, dataset: Dataset, data: str) -> None:
+    """A run's own data that no longer hashes as it did in training: say so once (the figures are on today's)."""
+    if source.kind != "run" or data != source.data:
+        return
+    try:
+        trained = json.loads((source.path / "run.json").read_text())["data"]["hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if trained and trained != dataset.data_hash:
+        console.print(f"[yellow]note:[/] {data} has changed since {source.path.name} was trained (data hash "
+                      f"{trained[:12]} then, {dataset.data_hash[:12]} now): its splits and figures are of today's files.",
+                      highlight=False, soft_wrap=True)
 
 
 def _counts(y: np.ndarray, labels: Sequence[str]) -> Dict[str, int]:

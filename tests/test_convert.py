@@ -385,3 +385,18 @@ def test_validation_runs_artifacts_as_a_device_does(full, run_dir, tmp_path):
     small = Images(at_size.x[:3, :16, :16], None, spec)
     probs, _ = run_artifact(model, small)
     np.testing.assert_array_equal(probs, np.concatenate([clf.run(b) for b in small.batches()]))
+
+
+def test_a_runs_data_that_changed_since_training_is_named(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from edgekit.convert import calibration
+    (tmp_path / "run.json").write_text(json.dumps({"data": {"hash": "a" * 64}}))
+    said = []
+    monkeypatch.setattr(calibration.console, "print", lambda text, **kw: said.append(text))
+    source = SimpleNamespace(kind="run", data="d.tar", path=tmp_path)
+    calibration._warn_if_changed(source, SimpleNamespace(data_hash="a" * 64), "d.tar")
+    assert said == []
+    calibration._warn_if_changed(source, SimpleNamespace(data_hash="b" * 64), "d.tar")
+    assert len(said) == 1 and "d.tar has changed since" in said[0] and "aaaaaaaaaaaa then, bbbbbbbbbbbb now" in said[0]
+    calibration._warn_if_changed(source, SimpleNamespace(data_hash="b" * 64), "other.tar")  # other data: no claim
+    assert len(said) == 1
