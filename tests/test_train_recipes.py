@@ -205,6 +205,7 @@ def test_budget_plan_grows_early_shrinks_late_and_moves_the_schedule(tmp_path):
     assert float(rate.total) == 330.0
     assert replan(3, [9.0, 2.0, 2.0], left=600.0)[0] == 40          # never past what fit() was given
     assert replan(3, [9.0, 2.0], left=600.0)[0] == 20               # one steady epoch is not evidence yet
+    assert replan(3, [9.0, 2.0, 2.0], left=77.0, planned=40, cap=80)[0] == 40  # 41 would fit: under 3 %, no re-aim
     assert replan(10, [9.0, 2.0, 2.0], left=600.0)[0] == 20         # past the warm-up share: only shrinks
     model.stop_training = False
     assert replan(10, [9.0, 2.0, 2.0, 5.0, 5.0], left=11.0) == (12, 12, False)  # slower: the plan shrinks

@@ -19,6 +19,7 @@ from edgekit.train.schedules import ema_weights, set_total_epochs
 
 
 GROW_UNTIL = 0.15   # share of a budgeted plan after which it may only shrink (one-cycle's warm-up share)
+GROW_MIN = 1.03     # a plan grows only for 3 % more epochs or more: an epoch's jitter must not re-aim it back and forth
 
 
 @dataclass
@@ -143,7 +144,8 @@ class Checkpointer(keras.callbacks.Callback):
         was = s.planned_epochs
         if fits < s.planned_epochs:
             s.planned_epochs = max(s.epochs_done, fits)
-        elif fits > s.planned_epochs and len(steady) >= 2 and s.epochs_done <= GROW_UNTIL * s.planned_epochs:
+        elif (fits >= s.planned_epochs * GROW_MIN and len(steady) >= 2
+              and s.epochs_done <= GROW_UNTIL * s.planned_epochs):
             # still in the warm-up: a longer cycle only lowers the rate a little, and the anneal is all ahead
             s.planned_epochs = min(fits, d.max_epochs)
         if s.planned_epochs != was:

@@ -159,6 +159,7 @@ def with_tta(model: keras.Model, tta: str) -> keras.Model:
     if tta == "none":
         return model
     name = getattr(model, "input_names", ["image"])[0]
+    model = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers, without the optimizer
     inp = keras.Input(model.input_shape[1:], name=name)
     out = keras.layers.Average(name="flip_tta")([model(inp), model(FlipWidth(name="mirror")(inp))])
     return keras.Model(inp, out, name=f"{model.name}_flip_tta")
