@@ -4,7 +4,6 @@ compares every sample's top-1 with the one this machine recorded at pack time.""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shutil
 import sys
@@ -16,7 +15,7 @@ from typing import Callable
 from edgekit.deploy import bundle as bundle_script
 from edgekit.deploy.pi import rootfs as rf
 from edgekit.atomic import write_json
-from edgekit.deploy.pi.check import WORKDIR, run, tail, target_info
+from edgekit.deploy.pi.check import WORKDIR, prepared_rootfs, run, tail, target_info
 from edgekit.signals import sigterm_as_interrupt
 
 
@@ -41,21 +40,10 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
     if problem:
         raise rf.PiCheckError(problem)
     rootfs = Path(rootfs or rf.default_rootfs()).absolute()
-    rootfs.parent.mkdir(parents=True, exist_ok=True)
     name = tops.pop()
     with contextlib.ExitStack() as stack:
-        lock = stack.enter_context(open(rootfs.parent / f"{rootfs.name}.lock", "w"))
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise rf.PiCheckError(f"another pi-check is using {rootfs}") from None
-        stamp = rf.ensure_rootfs(rootfs, log, mirror, rebuild)
-        log(f"rootfs: {rootfs} (" + ("reused" if stamp["reused"] else f"built in {stamp['seconds']:.0f} s") + ")")
-        work = rootfs / WORKDIR.lstrip("/")
-        rf.safe_rmtree(work)
+        stamp, work = prepared_rootfs(stack, rootfs, log, mirror, rebuild, keep)
         work.mkdir(parents=True)
-        if not keep:
-            stack.callback(rf.safe_rmtree, work)
         with tarfile.open(path) as tar:
             tar.extractall(work, filter="data")
         env = rf.chroot_env(qemu_cpu)

@@ -240,6 +240,24 @@ def target_info(chroot: Path, env) -> dict:
 
 
 # --------------------------------------------------------------------- the run
+def prepared_rootfs(stack: contextlib.ExitStack, rootfs: Path, log, mirror: str, rebuild: bool, keep: bool):
+    """(stamp, empty work dir): the rootfs locked for the stack's life and built if needed; the work dir wiped
+    now and, unless `keep`, when the stack closes."""
+    rootfs.parent.mkdir(parents=True, exist_ok=True)
+    lock = stack.enter_context(open(rootfs.parent / f"{rootfs.name}.lock", "w"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise rf.PiCheckError(f"another pi-check is using {rootfs}") from None
+    stamp = rf.ensure_rootfs(rootfs, log, mirror, rebuild)
+    log(f"rootfs: {rootfs} (" + ("reused" if stamp["reused"] else f"built in {stamp['seconds']:.0f} s") + ")")
+    work = rootfs / WORKDIR.lstrip("/")
+    rf.safe_rmtree(work)
+    if not keep:
+        stack.callback(rf.safe_rmtree, work)
+    return stamp, work
+
+
 def check(args, log) -> dict:
     start = time.monotonic()
     export, data = Path(args.export).resolve(), Path(args.data).resolve()
@@ -255,19 +273,8 @@ def check(args, log) -> dict:
     if problem:
         raise rf.PiCheckError(problem)
     rootfs = Path(args.rootfs).absolute()
-    rootfs.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        lock = stack.enter_context(open(rootfs.parent / f"{rootfs.name}.lock", "w"))
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise rf.PiCheckError(f"another pi-check is using {rootfs}") from None
-        stamp = rf.ensure_rootfs(rootfs, log, args.mirror, args.rebuild)
-        log(f"rootfs: {rootfs} (" + ("reused" if stamp["reused"] else f"built in {stamp['seconds']:.0f} s") + ")")
-        work = rootfs / WORKDIR.lstrip("/")
-        rf.safe_rmtree(work)
-        if not args.keep:
-            stack.callback(rf.safe_rmtree, work)
+        stamp, work = prepared_rootfs(stack, rootfs, log, args.mirror, args.rebuild, args.keep)
         report = _run(args, log, stack, rootfs, work, export, data, engines, formats, entries, labels)
     report["target"]["rootfs_reused"] = stamp["reused"]
     report["wall_clock_s"] = {"rootfs_build": stamp.get("build_seconds"), "this_check": round(time.monotonic() - start, 1),
