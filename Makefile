@@ -57,7 +57,7 @@ RUNTIME_VENV ?= .venv-runtime
 test-runtime: $(RUNTIME_VENV)/.installed
 	$(RUNTIME_VENV)/bin/python -m pytest runtime/tests -p no:cacheprovider $(PYTEST_ARGS)
 
-$(RUNTIME_VENV)/.installed: runtime/pyproject.toml constraints.txt
+$(RUNTIME_VENV)/.installed: runtime/pyproject.toml constraints.txt $(shell find runtime/edgekit_runtime -name "*.py")
 	$(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/pip install --quiet --upgrade pip
 	$(RUNTIME_VENV)/bin/pip install --quiet -c constraints.txt './runtime[litert,onnx]' pytest

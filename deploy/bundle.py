@@ -73,10 +73,11 @@ def verify(root: str = HERE) -> int:
 
 def smoke(root: str = HERE) -> int:
     from edgekit_runtime import Classifier
+    from edgekit_runtime.native import quiet_native_stderr  # the bundle's runtime is installed by now
     manifest = load_manifest(root)
     art = manifest["artifact"]
     samples = manifest["samples"]
-    with _engine_notices_hidden():
+    with quiet_native_stderr(replay=True):  # the engines' "INFO: Created … delegate" notices
         clf = Classifier.load(os.path.join(root, "model", art["file"]), engine=manifest["engine"])
         probs = clf.predict([os.path.join(root, s["file"]) for s in samples])
     agree = 0
@@ -91,27 +92,6 @@ def smoke(root: str = HERE) -> int:
     print("smoke test %s: %d of %d sample images give the top-1 recorded at pack time (%s, engine %s)"
           % ("passed" if passed else "FAILED", agree, len(samples), art["name"], clf.engine_name))
     return 0 if passed else 1
-
-
-class _engine_notices_hidden:
-    """Descriptor 2 captured; afterwards its lines are passed on, less the engines' 'INFO: ' notices."""
-
-    def __enter__(self):
-        import tempfile
-        sys.stderr.flush()
-        self._file, self._saved = tempfile.TemporaryFile(), os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._file.seek(0)
-        for line in self._file.read().decode("utf-8", "replace").splitlines():
-            if line.strip() and not line.startswith("INFO: "):
-                print(line, file=sys.stderr)
-        self._file.close()
-        return False
 
 
 def main(argv=None) -> int:

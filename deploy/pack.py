@@ -19,6 +19,7 @@ from typing import List, Optional
 import numpy as np
 
 from edgekit import __version__, platforms
+from edgekit.atomic import write_with
 from edgekit.deploy import bundle
 from edgekit.errors import EdgeError
 from edgekit_runtime.engines import ENGINES, engines_for
@@ -248,16 +249,17 @@ def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[di
         clf = Classifier.load(root / "model" / model_file)
         probs = clf.predict(test.x[order])
     top2 = np.sort(probs, axis=1)[:, -2:]
-    clear = [int(i) for i, (second, first) in zip(order, top2) if first - second >= MIN_MARGIN]
-    right = {int(i) for i, row in zip(order, probs) if clf.labels[int(row.argmax())] == labels[test.y[i]]}
-    # clear and right first (a reader of samples/ sees the model work), then clear, then the rest
-    pick = sorted(dict.fromkeys(clear + [int(i) for i in order]), key=lambda i: (i not in clear, i not in right))[:n]
+    clear = top2[:, 1] - top2[:, 0] >= MIN_MARGIN
+    right = np.array([clf.labels[int(r.argmax())] == labels[test.y[i]] for i, r in zip(order, probs)])
+    # clear and right first (a reader of samples/ sees the model work), then clear, then the rest; stable, so
+    # each group keeps the class-balanced order
+    pick = sorted(range(len(order)), key=lambda k: (not clear[k], not right[k]))[:n]
     (root / "samples").mkdir()
     out = []
-    for k, i in enumerate(pick):
+    for k, j in enumerate(pick):
+        i, row = order[j], probs[j]
         name = f"samples/{k:02d}_{labels[test.y[i]]}.png"
         Image.fromarray(test.x[i]).save(root / name)
-        row = probs[list(order).index(i)]
         out.append({"file": name, "truth": labels[test.y[i]], "expected": clf.labels[int(row.argmax())],
                     "probability": round(float(row.max()), 4)})
     return out
@@ -271,16 +273,10 @@ def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 def _write_tar(root: Path, out: Path) -> None:
     """The bundle as out (a .tar.gz with one top-level folder), written whole or not at all."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(root, arcname=root.name)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_with(out, write)
 
 
 INSTALL_SH = """#!/bin/sh

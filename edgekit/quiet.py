@@ -13,9 +13,7 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
-from typing import Optional
 
 # Lines TensorFlow prints on every start on a CPU-only machine; none of them asks the user to act.
 NOISE = re.compile(r"absl::InitializeLog|\] oneDNN custom operations|cudart_stub|cuda_platform|cuInit|"
@@ -61,35 +59,15 @@ class _CapturingLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        captured = _Captured()
+        from edgekit_runtime.native import quiet_native_stderr
+        keep = lambda line: bool(line.strip()) and not NOISE.search(line)  # noqa: E731
+        captured: list = []
         try:
-            self._loader.exec_module(module)
-        finally:
-            captured.replay()
+            with quiet_native_stderr(replay=True, keep=keep) as captured:
+                self._loader.exec_module(module)
+        except BaseException:  # a failed import: what it printed may say why
+            print("\n".join(line for line in "".join(captured).splitlines() if keep(line)), file=sys.stderr)
+            raise
 
     def __getattr__(self, name):  # get_resource_reader, is_package …: as the real loader
         return getattr(self._loader, name)
-
-
-class _Captured:
-    """Descriptor 2 into a temporary file from construction until replay()."""
-
-    def __init__(self) -> None:
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved: Optional[int] = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-
-    def replay(self) -> None:
-        if self._saved is None:
-            return
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._saved = None
-        self._file.seek(0)
-        text = self._file.read().decode("utf-8", "replace")
-        self._file.close()
-        kept = [line for line in text.splitlines() if line.strip() and not NOISE.search(line)]
-        if kept:
-            print("\n".join(kept), file=sys.stderr)

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -17,10 +17,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def quiet_native_stderr(replay: bool = False) -> Iterator[List[str]]:
+def quiet_native_stderr(replay: bool = False,
+                        keep: Callable[[str], bool] = lambda line: not line.startswith("INFO: ")) -> Iterator[List[str]]:
     """Send what native code writes straight to fd 2 (engines' "INFO: Created TensorFlow Lite XNNPACK
     delegate", converters' calibration logs) into a buffer; the yielded list gets the text afterwards, for
-    error messages. With `replay`, after a success the lines other than engines' INFO notices are passed on.
+    error messages. With `replay`, after a success the lines `keep` accepts (default: all but engines' INFO
+    notices) are passed on.
     EDGE_DEBUG=1 leaves stderr alone."""
     captured: List[str] = []
     try:
@@ -48,5 +50,5 @@ def quiet_native_stderr(replay: bool = False) -> Iterator[List[str]]:
             captured.append(text)
             if ok and replay:
                 for line in text.splitlines():
-                    if line.strip() and not line.startswith("INFO: "):
+                    if line.strip() and keep(line):
                         print(line, file=sys.stderr)
