@@ -59,8 +59,9 @@ def train(
     fine_tune_from: Optional[str] = typer.Option(None, "--fine-tune-from", metavar="LAYER", help="Backbone presets: cut after LAYER (a block boundary such as block_9_add), cache the frozen bottom's activations for `cache_views` augmented views, and train everything above the cut."),
     teacher: Optional[str] = typer.Option(None, metavar="RUN_DIR", help="Distil from a finished run (from-scratch presets): its probabilities on each training image and its mirror image, blended into the labels by `distill_weight`."),
     augment: Optional[str] = typer.Option(None, help="Augmentation policy: fast (flip + 4-px reflect-pad crop, on uint8 batches), seed (flip, rotate ±15°, shift, zoom; about half the speed), none, or ops 'flip,crop:4,cutout:8'. " + dflt("augment")),
+    strategy: Optional[str] = typer.Option(None, help="one (plain), mirrored (tf.distribute over the local GPUs, or the CPU), multiworker (MultiWorkerMirroredStrategy from $TF_CONFIG; the chief writes --out) or auto (multiworker when TF_CONFIG names several tasks, mirrored with 2+ GPUs, else one). " + dflt("strategy")),
     set_: List[str] = typer.Option([], "--set", help="Override any config key: --set label_smoothing=0.05 (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last finished epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last finished epoch (multiworker: on every worker)."),
 ):
     """Train a model and write a run directory (model, labels.txt, preprocess.json, metrics, plots)."""
     from edgekit.train.config import build_config, parse_set
@@ -70,7 +71,7 @@ def train(
                          fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
                          feature_cache=False if no_feature_cache else None, time_budget=time_budget,
-                         fine_tune_from=fine_tune_from, augment=augment, teacher=teacher)
+                         fine_tune_from=fine_tune_from, augment=augment, teacher=teacher, strategy=strategy)
         given = sorted(k for k, v in overrides.items() if v is not None)
         if resume and (given or config):
             console.print(f"note: --resume continues with the run's saved config.yaml; ignoring {', '.join(given) or '--config'}.")
@@ -79,6 +80,9 @@ def train(
         path = run_train(cfg, out, resume=resume, started=STARTED)
     except EdgeError as exc:
         _fail(exc)
+    if path is None:
+        console.print("this worker is done; the chief wrote the run directory.")
+        return
     _print_summary(path)
 
 

@@ -54,6 +54,8 @@ class TrainConfig:
     feature_cache: bool = True        # phase 1 of transfer presets trains on cached backbone features
     data_cache: bool = True           # reuse decoded images of unchanged files from an earlier run
     cache_dir: Optional[str] = None   # None = $EDGE_CACHE_DIR or ~/.cache/edgekit
+    strategy: str = "auto"            # one | mirrored (local GPUs) | multiworker (TF_CONFIG) | auto (see distribute.choose)
+    worker_timeout: float = 120.0     # multiworker: seconds to wait for every worker to join before giving up
     seed: int = 42
 
     def to_dict(self) -> Dict[str, Any]:
@@ -149,7 +151,12 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.lr_schedule not in SCHEDULES:
         raise EdgeError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {cfg.lr_schedule!r}."
                         f"{suggest(cfg.lr_schedule, SCHEDULES)}")
+    from edgekit.train.distribute import STRATEGIES
+    if cfg.strategy not in STRATEGIES:
+        raise EdgeError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}."
+                        f"{suggest(cfg.strategy, STRATEGIES)}")
     checks = [
+        (cfg.worker_timeout > 0, "worker_timeout must be a positive number of seconds"),
         (0 < cfg.val_fraction < 0.9, "val_fraction must be between 0 and 0.9"),
         (0 < cfg.test_fraction < 0.9, "test_fraction must be between 0 and 0.9"),
         (cfg.batch_size >= 1, "batch_size must be at least 1"),

@@ -63,8 +63,10 @@ class Checkpointer(keras.callbacks.Callback):
     the model with its optimizer (training weights + average) and the phase state; track the best."""
 
     def __init__(self, folder: Path, state: PhaseState, patience: int, started: float, val, batch_size: Optional[int],
-                 deadline: Optional[Deadline] = None, on_epoch: Optional[Callable[[PhaseState], None]] = None):
+                 deadline: Optional[Deadline] = None, on_epoch: Optional[Callable[[PhaseState], None]] = None,
+                 distributed: bool = False):
         super().__init__()
+        self.distributed = distributed
         self.folder, self.state, self.patience, self.started = folder, state, patience, started
         self.val, self.batch_size, self.deadline, self.on_epoch = val, batch_size, deadline, on_epoch
         self.epoch_seconds: List[float] = []
@@ -82,6 +84,9 @@ class Checkpointer(keras.callbacks.Callback):
     def _validate(self) -> dict:
         if isinstance(self.val, tuple):
             out = self.model.evaluate(*self.val, batch_size=self.batch_size, verbose=0, return_dict=True)
+            return {f"val_{k}": float(v) for k, v in out.items()}
+        if self.distributed:  # Keras shares the batches out and sums the metrics over every replica
+            out = self.model.evaluate(self.val, verbose=0, return_dict=True)
             return {f"val_{k}": float(v) for k, v in out.items()}
         # One iterator for the whole phase: a fresh iterator over a generator-backed dataset per epoch
         # stalled for up to 17 s each time on two cores (ResNet-8 epochs: 26 s of steps, 35 s in all).
@@ -159,11 +164,12 @@ class Checkpointer(keras.callbacks.Callback):
 
 def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int, steps_per_epoch: Optional[int],
               patience: int, verbose: int, batch_size: Optional[int] = None,
-              deadline: Optional[Deadline] = None) -> PhaseState:
+              deadline: Optional[Deadline] = None, distributed: bool = False) -> PhaseState:
     """Fit from state.epochs_done to `epochs`, then restore the best (averaged) weights and mark the phase done."""
     folder.mkdir(parents=True, exist_ok=True)
     if state.epochs_done < epochs and not state.done:
-        cb = Checkpointer(folder, state, patience, time.perf_counter(), val, batch_size, deadline)
+        cb = Checkpointer(folder, state, patience, time.perf_counter(), val, batch_size, deadline,
+                          distributed=distributed)
         callbacks = [cb]
         if verbose:  # fit() uses a ProgbarLogger it is given instead of its own
             cb.progbar = keras.callbacks.ProgbarLogger(count_mode="steps")
@@ -175,7 +181,16 @@ def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int
         model.fit(x, y, epochs=epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps_per_epoch,
                   batch_size=batch_size, callbacks=callbacks, verbose=verbose, shuffle=isinstance(train, tuple))
     if (folder / "best.weights.h5").is_file():
-        model.load_weights(folder / "best.weights.h5")
+        if distributed:  # tf_keras cannot load a weights file into a strategy's variables: via a plain copy
+            from edgekit.train.distribute import outside_strategy
+
+            def read():
+                plain = keras.models.clone_model(model)
+                plain.load_weights(folder / "best.weights.h5")
+                return plain.get_weights()
+            model.set_weights(outside_strategy(read))
+        else:
+            model.load_weights(folder / "best.weights.h5")
     state.done = True
     write_json(folder / "state.json", state.to_dict())
     return state

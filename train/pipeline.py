@@ -1,7 +1,7 @@
 """tf.data input pipelines: seeded shuffling, an augmentation policy, resize and normalisation."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,31 +23,42 @@ def to_model_input(images: tf.Tensor, spec: PreprocessSpec) -> tf.Tensor:
 
 def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, batch_size: int, *,
                  num_classes: int, shuffle: bool = False, augment: Optional[Policy] = None, seed: int = 0,
-                 start_epoch: int = 0) -> tf.data.Dataset:
+                 start_epoch: int = 0, replicas: Optional[Tuple[int, int, int]] = None) -> tf.data.Dataset:
     """Batches of (model input, one-hot label), or model input alone when `y` is None.
 
     Arrays stay in numpy (a 60k x 160 x 160 array would not fit in a graph constant); each epoch
     draws a fresh permutation from `seed + epoch` and its augmentation from (seed, epoch), so a
     resumed run sees the same batches. The numpy ops of `augment` run on the uint8 batch here.
+
+    `replicas` = (first, local, total) under a distribution strategy: of every global batch of
+    `batch_size` x total images, this worker yields the per-replica batches of replicas first … first+local-1
+    (every worker a different part of the same permutation); the last, partial global batch is dropped so
+    that every replica takes the same number of steps.
     """
     n = len(x)
     epoch = [start_epoch]
     numpy_aug = augment if augment is not None and not augment.is_seed and not augment.is_none else None
+    first, local, total = replicas or (0, 1, 1)
+    step = batch_size * total
+    starts = range(0, n - step + 1, step) if replicas else range(0, n, batch_size)
 
     def batches():
         order = np.random.default_rng(seed + epoch[0]).permutation(n) if shuffle else np.arange(n)
-        rng = np.random.default_rng([seed, epoch[0], 1])
+        rng = np.random.default_rng([seed, epoch[0], 1] + ([first] if replicas else []))
         epoch[0] += 1
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            images = x[idx] if numpy_aug is None else numpy_aug.apply(x[idx], rng)
-            yield (images, y[idx]) if y is not None else images
+        for start in starts:
+            for r in range(first, first + local):
+                idx = order[start + r * batch_size:start + (r + 1) * batch_size] if replicas else \
+                    order[start:start + batch_size]
+                images = x[idx] if numpy_aug is None else numpy_aug.apply(x[idx], rng)
+                yield (images, y[idx]) if y is not None else images
 
     img_sig = tf.TensorSpec((None, *x.shape[1:]), tf.uint8)
     # y is class indices, or (distillation) one row of target probabilities per image
     sig = (img_sig, tf.TensorSpec((None, *y.shape[1:]), y.dtype)) if y is not None else img_sig
     ds = tf.data.Dataset.from_generator(batches, output_signature=sig)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))  # lets progress bars show a total
+    count = len(starts) * local if replicas else -(-n // batch_size)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))  # lets progress bars show a total
     aug = seed_layers(seed) if augment is not None and augment.is_seed else None
 
     def prepare(images, labels=None):
@@ -59,7 +70,11 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
             return out
         return out, (labels if labels.shape.rank == 2 else tf.one_hot(labels, num_classes))
 
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    # when Keras distributes this dataset itself (validation under a strategy), workers share it by batch:
+    # a generator has no files to share out
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2).with_options(options)
 
 
 def predict_images(model, x: np.ndarray, spec: PreprocessSpec, batch_size: int = 256, advance=None) -> np.ndarray:
