@@ -223,16 +223,21 @@ def test_a_fleet_is_benchmarked_at_once_and_a_dead_device_is_a_row(run_dir, sshd
                      f"  # the new one\nnobody@127.0.0.1:{dead} jetson\n")
     out = tmp_path / "fleet"
     code, text = cli("bench", run_dir, "--formats", "tflite-int8", "--runs", 3, "--warmup", 1, "--threads", 1,
-                     "--no-local", "--out", out, "--hosts", hosts, "--identity", sshd.user_key, "--known-hosts", known,
-                     "--device-python", sys.executable, "--device-samples", 6)
+                     "--out", out, "--hosts", hosts, "--identity", sshd.user_key, "--known-hosts", known,
+                     "--device-python", sys.executable, "--device-samples", 1000)
     assert code == 2 and "Traceback" not in text, text
     report = json.loads((out / "report.json").read_text())
-    assert [d["id"] for d in report["devices"]] == ["pi4", "pi5"]
-    assert [(r["name"], r["device"], r["status"]) for r in report["rows"]] == [
-        ("keras", "local", "passed"), ("tflite-int8", "pi4", "passed"), ("tflite-int8", "pi5", "passed"),
-        ("tflite-int8", "jetson", "failed")]
-    assert "refused" in report["rows"][3]["reason"]
-    assert {r["device"] for r in report["recommendation"]} == {"pi4", "pi5"}
+    assert [d["id"] for d in report["devices"] if d["id"] != "local"] == ["pi4", "pi5"]
+    rows = [(r["name"], r["device"], r["status"]) for r in report["rows"]]
+    assert rows[0] == ("keras", "local", "passed") and rows[-3:] == [
+        ("tflite-int8", "pi4", "passed"), ("tflite-int8", "pi5", "passed"), ("tflite-int8", "jetson", "failed")]
+    assert "refused" in report["rows"][-1]["reason"]
+    # every test image went to the devices: each answers exactly as the local run of the same artifact
+    local = next(r for r in report["rows"] if r["name"] == "tflite-int8" and r["device"] == "local")
+    for device in report["rows"][-3:-1]:
+        assert device["accuracy"]["top1"] == local["accuracy"]["top1"]
+        assert device["accuracy"]["images"] == local["accuracy"]["images"]
+    assert {r["device"] for r in report["recommendation"]} == {"local", "pi4", "pi5"}
     html = (out / "report.html").read_text()
     assert all(name in html for name in ("pi4", "pi5", "jetson"))
 
