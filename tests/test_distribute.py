@@ -139,3 +139,23 @@ def test_mirrored_on_the_cpu_writes_what_a_plain_run_writes(tiny_folder, tmp_pat
     assert set(plain) == set(mirrored) and set(plain["test"]) == set(mirrored["test"])
     assert mirrored["strategy"]["kind"] == "mirrored" and plain["strategy"]["kind"] == "one"
     assert mirrored["strategy"]["replicas"] == 1 and 0 <= mirrored["test"]["top1"] <= 1
+
+
+@pytest.mark.parametrize("phases, cache", [
+    (["--fine-tune-epochs", "1"], "feature cache"),
+    (["--fine-tune-from", "block_12_add", "--set", "cache_views=2"], "activation cache"),
+], ids=["features+fine-tune", "activations"])
+def test_backbone_caches_are_built_by_the_chief_and_read_by_the_other(tiny_folder, tmp_path, monkeypatch, phases,
+                                                                     cache):
+    out = tmp_path / "run"
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path / "cache"))   # a cache both workers share, empty at first
+    procs = start_workers(tmp_path, ["--data", tiny_folder, "--out", out, "--preset", "mobilenet_v2",
+                                     "--weights", "none", "--input-size", 32, "--set", "alpha=0.35",
+                                     "--epochs", 2, "--batch-size", 8, "--strategy", "multiworker",
+                                     "--set", "early_stopping_patience=0", *phases])
+    logs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert f"{cache} miss" in logs[0] and f"{cache} hit" in logs[1]
+    prints = [FINGERPRINT.findall(log) for log in logs]
+    assert prints[0] and prints[0] == prints[1]
+    assert (out / "model.keras").is_file()

@@ -227,6 +227,22 @@ def outside_strategy(fn: Callable, *args, **kwargs):
         return pool.submit(fn, *args, **kwargs).result()
 
 
+def plain_copy(cluster: "Cluster", model):
+    """`model` with ordinary variables, for work one worker does alone (building a cache, in `outside_strategy`):
+    under a multi-worker strategy even inference waits for every worker (BatchNorm statistics are read by
+    all-reduce). Every worker calls this at the same point (reading the weights is itself such a collective)."""
+    if cluster.workers == 1:
+        return model
+    weights = model.get_weights()
+
+    def build():
+        import tf_keras as keras
+        plain = keras.models.clone_model(model)
+        plain.set_weights(weights)
+        return plain
+    return outside_strategy(build)
+
+
 def copy_state(src, dst) -> None:
     """Weights and optimizer state (moments, step, weight average) of a model loaded outside the strategy
     into the same model built and compiled inside it."""

@@ -47,9 +47,11 @@ def top_on_activations(s: Session, built):
                         + ". Start a new run (another --out) to train on the new inputs.")
     state.cache_key = key
     t0 = time.perf_counter()
+    frozen = distribute.plain_copy(s.cluster, bottom)  # the cache's builder: one worker, no collectives
     with s.cluster.chief_first():
-        acts, hit = activations.cached_activations(key, cfg.cache_dir, bottom, s.spec, policy, cfg.cache_views,
-                                                   cfg.seed, s.data.train.x, s.data.val.x, cfg.batch_size)
+        acts, hit = distribute.outside_strategy(activations.cached_activations, key, cfg.cache_dir, frozen, s.spec,
+                                                policy, cfg.cache_views, cfg.seed, s.data.train.x, s.data.val.x,
+                                                cfg.batch_size)
     cache_seconds = time.perf_counter() - t0
     s.info.update(activation_cache_hit=hit, activations_seconds=cache_seconds, cut=cfg.fine_tune_from,
                   cache_views=cfg.cache_views)
@@ -57,7 +59,7 @@ def top_on_activations(s: Session, built):
                   f"({acts['train'].shape[0]} views of {acts['train'].shape[1]:,} images at {cfg.fine_tune_from}, "
                   f"{acts['train'].shape[2:]})", highlight=False)
     # the final test pass runs the bottom too: its cost per image, from the cache build (or a timed batch)
-    bottom_per_image = _bottom_seconds_per_image(s, bottom, hit, cache_seconds, acts)
+    bottom_per_image = distribute.outside_strategy(_bottom_seconds_per_image, s, frozen, hit, cache_seconds, acts)
     steps = s.steps()
     ytr = s.onehot(s.data.train.y)
     train = lambda epoch=0: activations.batches(acts["train"], ytr, cfg.batch_size, cfg.seed, epoch)  # noqa: E731
@@ -79,9 +81,9 @@ def _bottom_seconds_per_image(s: Session, bottom, hit: bool, cache_seconds: floa
         return cache_seconds / (acts["train"].shape[0] * acts["train"].shape[1] + acts["val"].shape[0])
     from edgekit.train.pipeline import to_model_input
     batch = to_model_input(s.data.val.x[: s.cfg.batch_size], s.spec)
-    bottom.predict_on_batch(batch)
+    bottom(batch, training=False)
     t = time.perf_counter()
-    bottom.predict_on_batch(batch)
+    bottom(batch, training=False)
     return (time.perf_counter() - t) / len(batch)
 
 
@@ -111,10 +113,11 @@ def head_then_fine_tune(s: Session, built):
     if cfg.feature_cache:
         key = _backbone_key(s)
         t0 = time.perf_counter()
+        frozen = distribute.plain_copy(s.cluster, built.features)  # see top_on_activations
         with s.cluster.chief_first():
-            feats, hit = feature_cache.cached_features(key, cfg.cache_dir, built.features,
-                                                       {"train": s.data.train.x, "val": s.data.val.x}, s.spec,
-                                                       cfg.batch_size)
+            feats, hit = distribute.outside_strategy(feature_cache.cached_features, key, cfg.cache_dir, frozen,
+                                                     {"train": s.data.train.x, "val": s.data.val.x}, s.spec,
+                                                     cfg.batch_size)
         s.info.update(feature_cache_hit=hit, features_seconds=time.perf_counter() - t0)
         console.print(f"feature cache {'hit' if hit else 'miss (computed and stored)'}: {s.info['features_seconds']:.1f} s")
         ytr = s.onehot(s.data.train.y)
