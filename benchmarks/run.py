@@ -47,8 +47,9 @@ class BenchResult:
 
 
 def read_manifest(run_dir: Path) -> Tuple[Path, dict]:
-    from edgekit.convert.manifest import read_manifest as read
-    export = run_dir / "export"
+    """A run directory's export/, or an export directory itself (a model brought to `edge convert`)."""
+    from edgekit.convert.manifest import MANIFEST_FILE, read_manifest as read
+    export = run_dir if (run_dir / MANIFEST_FILE).is_file() else run_dir / "export"
     return export, read(export, f"edge convert {run_dir}")
 
 
@@ -111,8 +112,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
     if cfg.baseline is not None and not Path(cfg.baseline).is_file():
         raise EdgeError(f"baseline {cfg.baseline} does not exist.")
     from edgekit.convert.calibration import load_images
-    from edgekit.convert.source import open_run
-    source = open_run(run_dir, cfg.data)
+    from edgekit.convert.source import open_export, open_run
+    source = open_run(run_dir, cfg.data) if export != run_dir else open_export(export, manifest, cfg.data)
     dataset = load_images(source, cfg.data)
     if not len(dataset.test.y):
         raise EdgeError(f"{run_dir}'s data has no test split to benchmark on.")
@@ -126,7 +127,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
     ctx = rp.Context(labels=source.labels, y=y, keras_ranked=keras_ranked, manifest=manifest, entries=entries,
                      validated=_validated_positions(manifest, dataset, idx), export=export,
                      resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size))
-    rows: List[dict] = [rp.keras_row(ctx, run_dir)]
+    rows: List[dict] = [rp.keras_row(ctx, run_dir / "model.keras") if source.kind == "run" else
+                        rp.keras_row(ctx, source.path, f"the source model ({source.saved_by or 'Keras'}; reference)")]
     devices: List[dict] = []
     errors: List[str] = []
     out_dir = Path(cfg.out) if cfg.out else run_dir / "bench"

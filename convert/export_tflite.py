@@ -73,7 +73,11 @@ def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
     except (ValueError, TypeError, tf.errors.OpError) as exc:
         notes.append(f"bias correction skipped ({type(exc).__name__}: {first_line(exc, 100)})")
         return contextlib.nullcontext(0)
-    notes.append(f"bias correction on {len(shifts)} layer(s)")
+    wrapped = [layer.name for layer in model.layers if type(layer).__name__ == "KerasLayer"]
+    if not shifts and wrapped:
+        notes.append(f"bias correction not applied (the layers are inside SavedModel {wrapped[0]!r})")
+    else:
+        notes.append(f"bias correction on {len(shifts)} layer(s)")
     return corrected_weights(shifts)
 
 

@@ -158,6 +158,8 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
         console.print(f"converting {source.path} → {out_dir}  ({len(formats)} format(s); calibration "
                       f"{len(calib) if calib else 0} train images, validation {len(val)} {val.split} images)",
                       highlight=False, soft_wrap=True)
+        if source.saved_by and source.saved_by.startswith("Keras 3"):
+            console.print(f"  saved by {source.saved_by}", highlight=False)
         exported = export_all(formats, ctx, staging, on_start=lambda f: console.print(f"  exporting {f.name} …", highlight=False),
                               on_done=_report_export)
         console.print(f"  validating {sum(e.ok for e in exported)} artifact(s) with edgekit_runtime …", highlight=False)

@@ -22,7 +22,7 @@ from edgekit_runtime.errors import SpecError
 from edgekit_runtime.native import first_line
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-KERAS3_HINT = ("edgekit converts tf_keras (Keras 2) models: load it in Keras 3 and call "
+KERAS3_HINT = ("if it was saved by Keras 3, its file should say so (keras_version); or load it in Keras 3 and call "
                "model.export('saved_model_dir'), then pass that directory")
 
 
@@ -39,10 +39,12 @@ class Source:
     seed: int = 42
     batch_size: int = 32
     default_out: Path = Path("export")
+    saved_by: Optional[str] = None  # e.g. "Keras 3.15.1 (exported to a SavedModel in a Keras 3 process)"
 
     def describe(self) -> dict:
         return {"kind": self.kind, "path": str(self.path), "model_sha256": self.model_sha256,
-                "labels": list(self.labels), "preprocess": self.spec.to_dict(), "data": self.data}
+                "labels": list(self.labels), "preprocess": self.spec.to_dict(), "data": self.data,
+                "saved_by": self.saved_by}
 
 
 def _keras_version_of(path: Path) -> Optional[str]:
@@ -61,14 +63,18 @@ def _keras_version_of(path: Path) -> Optional[str]:
 
 def load_keras_model(path: Path) -> keras.Model:
     """A tf_keras model from a .keras/.h5 file or a SavedModel directory, or one clear EdgeError."""
-    path = Path(path)
+    return load_any_model(Path(path))[0]
+
+
+def load_any_model(path: Path) -> tuple:
+    """(tf_keras model, what saved it) from a tf_keras or Keras 3 file or a SavedModel directory."""
     if not path.exists():
         raise EdgeError(f"{path} does not exist (expected a run directory, a .keras/.h5 file or a SavedModel directory).")
     if path.is_dir():
         if (path / "keras_metadata.pb").is_file():
-            return _load(path)
+            return _load(path), "tf_keras SavedModel"
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
-            return _wrap_saved_model(path)
+            return _wrap_saved_model(path), "TensorFlow SavedModel"
         raise EdgeError(f"{path} is a directory but neither a run directory (no model.keras) nor a SavedModel "
                         "(no saved_model.pb).")
     if path.suffix.lower() not in MODEL_SUFFIXES:
@@ -77,8 +83,11 @@ def load_keras_model(path: Path) -> keras.Model:
     _check_container(path)
     version = _keras_version_of(path)
     if version and version.startswith("3"):
-        raise EdgeError(f"{path.name} was saved by Keras {version}; {KERAS3_HINT}.")
-    return _load(path)
+        from edgekit.convert.keras3 import to_saved_model
+        saved, info = to_saved_model(path, file_digest(path))
+        return (_wrap_saved_model(saved, path.name),
+                f"Keras {info['keras']} (exported to a SavedModel in a Keras 3 process; {info.get('backend')} backend)")
+    return _load(path), f"tf_keras {version}" if version else "tf_keras"
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -113,7 +122,7 @@ def _load(path: Path) -> keras.Model:
     return model
 
 
-def _wrap_saved_model(path: Path) -> keras.Model:
+def _wrap_saved_model(path: Path, name: Optional[str] = None) -> keras.Model:
     """A plain SavedModel (e.g. Keras 3 `model.export()`) as a one-layer tf_keras model."""
     import tensorflow as tf
 
@@ -137,7 +146,7 @@ def _wrap_saved_model(path: Path) -> keras.Model:
                         "with a fixed height and width.")
     layer = hub.KerasLayer(str(path), signature="serving_default", output_key=next(iter(outputs)), name="saved_model")
     inp = keras.Input(tuple(spec.shape[1:]), name="image")
-    return keras.Model(inp, layer(inp), name=path.name)
+    return keras.Model(inp, layer(inp), name=(name or path.name).replace(".", "_"))
 
 
 def check_fits(model: keras.Model, spec: PreprocessSpec, labels: Sequence[str], what: str, byo: bool = False) -> None:
@@ -185,7 +194,7 @@ def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequen
         raise EdgeError(f"{path.name} is not an `edge train` run: pass --labels FILE (one class name per line, "
                         "in output order) and --input-size H W, --scale, --offset.")
     labels = read_labels(Path(labels_file))
-    model = load_keras_model(path)
+    model, saved_by = load_any_model(path)
     shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else ()
     if input_size is None:
         if len(shape) == 4 and None not in shape[1:3]:
@@ -202,7 +211,32 @@ def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequen
     digest = file_digest(path)
     out = path.parent / f"{path.stem if path.is_file() else path.name}-export"
     return Source("model", path, model, labels, spec, digest, data,
-                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32, out)
+                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32, out, saved_by)
+
+
+def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Source:
+    """The source an export directory was converted from, as its manifest records it (for `edge bench EXPORT`)."""
+    src = manifest.get("source") or {}
+    if src.get("kind") == "run":
+        return open_run(Path(src["path"]), data)
+    path = Path(str(src.get("path", "")))
+    if not src.get("path") or not path.exists():
+        raise EdgeError(f"{export} was converted from {path}, which is gone; bench needs the source model as its "
+                        "reference (convert it again, or put it back).")
+    if src.get("model_sha256") and file_digest(path) != src["model_sha256"]:
+        raise EdgeError(f"{path} changed since {export} was converted from it: convert it again first.")
+    try:
+        spec = PreprocessSpec.from_dict(src["preprocess"])
+        labels = [str(x) for x in src["labels"]]
+    except (KeyError, TypeError, SpecError) as exc:
+        raise EdgeError(f"{export}/manifest.json does not record the source's preprocessing and labels ({exc}); "
+                        "convert it again.") from None
+    model, saved_by = load_any_model(path)
+    check_fits(model, spec, labels, path.name, byo=True)
+    if not (data or src.get("data")):
+        raise EdgeError(f"{export} was converted without --data: pass --data PATH (images to benchmark on).")
+    return Source("model", path, model, labels, spec, src["model_sha256"], data or src.get("data"),
+                  dict(val_fraction=0.1, test_fraction=0.1, seed=42), 42, 32, export, saved_by)
 
 
 def _per_channel(values: Sequence[float], what: str) -> tuple:

@@ -212,7 +212,7 @@ def _broken_run(run_dir: Path, dest: Path, **changes) -> Path:
     ("empty_dir", "no model.keras"),
     ("truncated_run", "is truncated"),
     ("foreign_file", "is not a Keras model file"),
-    ("keras3", "saved by Keras 3.1.0"),
+    ("keras3", "cannot load k3.keras in Keras 3"),
     ("unknown_format", "unknown format 'onnx-int9'. Did you mean 'onnx-int8'?"),
     ("bad_io", "--io must be one of uint8, int8"),
     ("data_gone", "calibration data: data path"),

@@ -1,0 +1,122 @@
+"""Models edgekit did not train: Keras 3 `.keras`/`.h5` files made offline in a real Keras 3 process, converted by
+`edge convert`, run by the runtime and benchmarked from their export directory by `edge bench`."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit_runtime import Classifier
+
+pytestmark = pytest.mark.tf
+
+FORMATS = "tflite-fp32,tflite-int8,onnx-fp32,onnx-int8"
+
+# Runs in a Keras 3 process (TF_USE_LEGACY_KERAS unset): trains a small CNN with its own normalisation layer on
+# the tiny folder, saves it both ways, and records its top-1 on every test image decoded as the runtime does.
+MAKE_KERAS3 = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+import keras
+from edgekit_runtime import load_rgb, resize_rgb
+out, data = Path(sys.argv[1]), Path(sys.argv[2])
+keras.utils.set_random_seed(0)
+classes = sorted(p.name for p in (data / "train").iterdir())
+
+def images(split):
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((data / split / c).iterdir())]
+    return (np.stack([resize_rgb(load_rgb(f), (32, 32)) for f, _ in files]).astype("float32"),
+            np.array([i for _, i in files]), [str(f) for f, _ in files])
+
+x, y, _ = images("train")
+inp = keras.Input((32, 32, 3))
+h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+h = keras.layers.BatchNormalization()(h)
+h = keras.layers.GlobalAveragePooling2D()(h)
+model = keras.Model(inp, keras.layers.Dense(len(classes), activation="softmax")(h))
+model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=40, batch_size=16, verbose=0)
+model.save(out / "k3.keras")
+model.save(out / "k3.h5")
+(out / "labels.txt").write_text("\n".join(classes) + "\n")
+tx, ty, names = images("test")
+top1 = model.predict(tx, verbose=0).argmax(1)
+json.dump({"keras": keras.__version__, "files": names, "top1": top1.tolist(), "labels": ty.tolist()},
+          open(out / "keras3.json", "w"))
+
+@keras.saving.register_keras_serializable(package="mine")
+class Doubler(keras.layers.Layer):
+    def call(self, x):
+        return 2 * x
+
+i = keras.Input((32, 32, 3))
+keras.Model(i, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(Doubler()(i)))).save(
+    out / "custom.keras")
+"""
+
+
+@pytest.fixture(scope="module")
+def keras3(tiny_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("keras3")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", MAKE_KERAS3, str(out), str(tiny_folder)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("name", ["k3.keras", "k3.h5"])
+def test_a_keras3_model_converts_runs_and_benchmarks(name, keras3, tiny_folder, tmp_path):
+    truth = json.loads((keras3 / "keras3.json").read_text())
+    assert np.mean(np.array(truth["top1"]) == truth["labels"]) > 0.5   # a model worth comparing answers with
+    out = tmp_path / "export"
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(keras3 / name), "--labels", str(keras3 / "labels.txt"),
+                                 "--scale", "1", "--offset", "0", "--data", str(tiny_folder), "--formats", FORMATS,
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"saved by Keras {truth['keras']}" in result.output and "4/4 validated" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["saved_by"].startswith(f"Keras {truth['keras']} ")
+    notes = {e["format"]: e.get("notes") or [] for e in manifest["artifacts"]}
+    assert any("bias correction not applied" in n for n in notes["tflite-int8"])   # said, not silently skipped
+
+    for fmt in ("tflite-fp32", "onnx-fp32"):   # the runtime answers as Keras 3 does, image by image
+        clf = Classifier.load(out, format=fmt)
+        assert clf.predict(truth["files"]).argmax(1).tolist() == truth["top1"], fmt
+
+    result = runner.invoke(app, ["bench", str(out), "--runs", "3", "--warmup", "1", "--threads", "1",
+                                 "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench" / "report.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"keras", *FORMATS.split(",")} and {r["status"] for r in rows.values()} == {"passed"}
+    assert rows["keras"]["accuracy"]["top1"] == pytest.approx(np.mean(np.array(truth["top1"]) == truth["labels"]))
+    assert rows["tflite-fp32"]["accuracy"]["top1"] == rows["keras"]["accuracy"]["top1"]
+
+
+def test_a_keras3_model_with_a_missing_custom_layer_names_it(keras3, tiny_folder, tmp_path):
+    result = CliRunner().invoke(app, ["convert", str(keras3 / "custom.keras"), "--labels", str(keras3 / "labels.txt"),
+                                      "--scale", "1", "--offset", "0", "--data", str(tiny_folder),
+                                      "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "custom class 'mine>Doubler'" in result.output or "custom class 'Doubler'" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_qat_of_a_keras3_model_is_a_row_with_its_reason(keras3, tiny_folder, tmp_path):
+    result = CliRunner().invoke(app, ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"),
+                                      "--scale", "1", "--offset", "0", "--data", str(tiny_folder),
+                                      "--formats", "tflite-qat,onnx-fp32", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 3, result.output
+    entries = {e["format"]: e for e in json.loads((tmp_path / "x" / "manifest.json").read_text())["artifacts"]}
+    assert entries["onnx-fp32"]["status"] == "passed"
+    assert entries["tflite-qat"]["status"] == "failed" and "QAT needs the model's own tf_keras layers" in \
+        entries["tflite-qat"]["error"]
