@@ -126,7 +126,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
                 if e.get("file") and (export / e["file"]).is_file()]
     ctx = rp.Context(labels=source.labels, y=y, keras_ranked=keras_ranked, manifest=manifest, entries=entries,
                      validated=_validated_positions(manifest, dataset, idx), export=export,
-                     resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size))
+                     resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size),
+                     labelled=dataset.labeled)
     rows: List[dict] = [rp.keras_row(ctx, run_dir / "model.keras") if source.kind == "run" else
                         rp.keras_row(ctx, source.path, f"the source model ({source.saved_by or 'Keras'}; reference)")]
     devices: List[dict] = []

@@ -17,7 +17,7 @@ import tensorflow as tf
 from edgekit.errors import EdgeError
 from edgekit.helpers import balanced_indices
 from edgekit.progress import console
-from edgekit.train.data import Dataset, load_dataset
+from edgekit.train.data import GLOB_CHARS, Dataset, NoClassFolders, load_dataset, read_unlabeled
 from edgekit.train.pipeline import to_model_input
 from edgekit_runtime import PreprocessSpec
 
@@ -72,11 +72,23 @@ def load_images(source, data: Optional[str] = None) -> Dataset:
     data = data or source.data
     if not data:
         raise EdgeError(f"{source.path.name}: calibration and validation need images: pass --data PATH "
-                        "(a folder or .tar.gz with train/<class>/ and optionally test/<class>/, or cifar10).")
+                        "(a folder or .tar.gz with train/<class>/ and optionally test/<class>/, or cifar10; or "
+                        "any folder, archive or glob of images without labels).")
     try:
-        dataset = load_dataset(data, source.spec.size, **source.data_options)
+        if GLOB_CHARS & set(data):
+            dataset = read_unlabeled(data, source.spec.size)
+        else:
+            try:
+                dataset = load_dataset(data, source.spec.size, **source.data_options)
+            except NoClassFolders:  # images without class folders: representative inputs, no labels
+                dataset = read_unlabeled(data, source.spec.size)
     except EdgeError as exc:
         raise EdgeError(f"calibration data: {exc} Pass --data PATH to use other images.") from None
+    if not dataset.labeled:
+        if dataset.bad_files:
+            console.print(f"[yellow]skipped[/] {len(dataset.bad_files)} unreadable image(s), e.g. {dataset.bad_files[0]}",
+                          highlight=False, soft_wrap=True)
+        return dataset
     _warn_if_changed(source, dataset, data)
     missing = sorted(set(dataset.class_names) - set(source.labels))
     if missing:
@@ -133,3 +145,32 @@ def validation_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec,
     check_images(x, spec, "validation")
     idx = np.sort(balanced_indices(y, n, seed + 1))
     return Images(x[idx], y[idx], spec, name, seed + 1, _counts(y[idx], labels))
+
+
+def unlabeled_images(dataset: Dataset, calib_n: Optional[int], val_n: int, seed: int,
+                     spec: PreprocessSpec) -> "tuple[Optional[Images], Images, str]":
+    """Calibration and validation images drawn from one unlabelled pool without overlap (shared in the asked
+    proportion when the pool is short), and a sentence saying how many each got."""
+    if val_n < 1 or (calib_n is not None and calib_n < 1):
+        raise EdgeError(f"--{'val' if val_n < 1 else 'calib'}-samples must be at least 1.")
+    pool = dataset.test.x
+    check_images(pool, spec, "unlabelled")
+    n = len(pool)
+    if n < (2 if calib_n else 1):
+        raise EdgeError(f"only {n} readable image(s) in the data: calibration and validation need at least one each.")
+    order = np.random.default_rng([seed, 5]).permutation(n)
+    if not calib_n:
+        n_val, n_cal = min(val_n, n), 0
+    elif n >= val_n + calib_n:
+        n_val, n_cal = val_n, calib_n
+    else:  # short: shared in the asked proportion, at least one each
+        n_val = min(n - 1, max(1, round(n * val_n / (val_n + calib_n))))
+        n_cal = n - n_val
+    val = Images(pool[np.sort(order[:n_val])], None, spec, "unlabelled", seed)
+    calib = Images(pool[np.sort(order[n_val:n_val + n_cal])], None, spec, "unlabelled", seed) if calib_n else None
+    short = [f"{what} {got} of {asked} asked" for what, got, asked in
+             (("validation", n_val, val_n), ("calibration", n_cal, calib_n or 0)) if asked and got < asked]
+    said = (f"{n:,} unlabelled image(s): validation {n_val:,}" + (f", calibration {n_cal:,} (no overlap)" if calib_n else "")
+            + "; without labels, parity and agreement with the source model only"
+            + (f" ({'; '.join(short)}: the data has no more)" if short else ""))
+    return calib, val, said

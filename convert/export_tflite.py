@@ -86,7 +86,7 @@ def qat_model(fmt: Format, ctx: ExportContext) -> keras.Model:
     import tensorflow_model_optimization as tfmot
     from edgekit.train.pipeline import make_dataset
     if ctx.training_images is None:
-        raise ExportError(f"{fmt.name} trains on the training split and no training images were given.")
+        raise ExportError(f"{fmt.name} fine-tunes on labelled training images; --data has none (no class folders).")
     wrapped = [layer.name for layer in ctx.model.layers if type(layer).__name__ == "KerasLayer"]
     if wrapped:
         raise ExportError(f"QAT needs the model's own tf_keras layers; layer {wrapped[0]!r} is a TF Hub/SavedModel "

@@ -135,13 +135,20 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
 
     dataset = cal.load_images(source, cfg.data)
     calib = None
-    if any(f.calibrated for f in formats):
-        calib = cal.calibration_images(dataset.train.x, dataset.train.y, cfg.calib_samples, seed, source.spec,
-                                       source.labels)
-    val = cal.validation_images(dataset, cfg.val_samples, seed, source.spec, source.labels)
+    calibrated = any(f.calibrated for f in formats)
+    if not dataset.labeled:
+        calib, val, said = cal.unlabeled_images(dataset, cfg.calib_samples if calibrated else None, cfg.val_samples,
+                                                seed, source.spec)
+        console.print(f"{dataset.source}: {said}", highlight=False, soft_wrap=True)
+    else:
+        if calibrated:
+            calib = cal.calibration_images(dataset.train.x, dataset.train.y, cfg.calib_samples, seed, source.spec,
+                                           source.labels)
+        val = cal.validation_images(dataset, cfg.val_samples, seed, source.spec, source.labels)
     ref = reference(source.model, val)
     _warn_if_not_probabilities(ref.probs)
-    train_split = lambda: cal.Images(dataset.train.x, dataset.train.y, source.spec, "train", seed)  # noqa: E731
+    train_split = None if not dataset.labeled else \
+        (lambda: cal.Images(dataset.train.x, dataset.train.y, source.spec, "train", seed))
     ctx = ExportContext(source.model, source.labels, source.spec, calibration=calib, training_images=train_split,
                         seed=seed, batch_size=source.batch_size, qat_epochs=cfg.qat_epochs, qat_lr=cfg.qat_lr,
                         select_tf_ops=cfg.select_tf_ops)

@@ -120,3 +120,79 @@ def test_qat_of_a_keras3_model_is_a_row_with_its_reason(keras3, tiny_folder, tmp
     assert entries["onnx-fp32"]["status"] == "passed"
     assert entries["tflite-qat"]["status"] == "failed" and "QAT needs the model's own tf_keras layers" in \
         entries["tflite-qat"]["error"]
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tiny_folder, tmp_path_factory) -> Path:
+    """Every tiny-folder image in one flat folder (no class folders), 66 in all."""
+    import shutil
+    flat = tmp_path_factory.mktemp("flat") / "photos"
+    flat.mkdir()
+    for f in sorted(tiny_folder.rglob("*")):
+        if f.is_file():
+            shutil.copy(f, flat / "_".join(f.relative_to(tiny_folder).parts))
+    return flat
+
+
+def test_unlabelled_images_calibrate_and_validate_by_agreement(keras3, unlabelled, tmp_path):
+    out = tmp_path / "export"
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"),
+                                 "--scale", "1", "--offset", "0", "--data", str(unlabelled), "--out", str(out),
+                                 "--formats", "tflite-int8,onnx-int8,tflite-qat", "--calib-samples", "10",
+                                 "--val-samples", "100"])
+    assert result.exit_code == 3, result.output   # QAT needs labels: its row says so, the others are made
+    said = " ".join(result.output.split())
+    assert "66 unlabelled image(s): validation 60, calibration 6 (no overlap)" in said
+    assert "validation 60 of 100 asked; calibration 6 of 10 asked: the data has no more" in said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["images"] == 6 and manifest["validation"]["images"] == 60
+    assert manifest["validation"]["keras_accuracy"] is None
+    rows = {e["format"]: e for e in manifest["artifacts"]}
+    assert rows["tflite-qat"]["status"] == "failed" and "labelled training images" in rows["tflite-qat"]["error"]
+    for fmt in ("tflite-int8", "onnx-int8"):
+        assert rows[fmt]["status"] == "passed" and rows[fmt]["parity"]["accuracy"] is None
+        assert rows[fmt]["parity"]["top1_agreement"] >= 0.9
+
+    result = runner.invoke(app, ["bench", str(out), "--runs", "3", "--warmup", "1", "--threads", "1", "--batch", "1"])
+    assert result.exit_code == 3, result.output   # the QAT row is ❌
+    report = json.loads((out / "bench" / "report.json").read_text())
+    measured = {r["name"]: r for r in report["rows"] if r["status"] == "passed"}
+    assert set(measured) == {"keras", "tflite-int8", "onnx-int8"}
+    for row in measured.values():
+        assert row["accuracy"]["top1"] is None and row["accuracy"]["images"] == 66
+        assert row["accuracy"]["agreement"] >= 0.9
+
+
+@pytest.mark.parametrize("form", ["glob", "tar"])
+def test_unlabelled_images_from_a_glob_or_an_archive(form, keras3, unlabelled, tmp_path):
+    import tarfile
+    if form == "glob":
+        data = str(unlabelled / "*.png")
+        count = len(list(unlabelled.glob("*.png")))
+    else:
+        data = str(tmp_path / "photos.tar.gz")
+        with tarfile.open(data, "w:gz") as tar:
+            tar.add(unlabelled, arcname="photos")
+        count = 66
+    result = CliRunner().invoke(app, ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"),
+                                      "--scale", "1", "--offset", "0", "--data", data, "--out", str(tmp_path / "e"),
+                                      "--formats", "tflite-int8", "--calib-samples", "4", "--val-samples", "8"])
+    assert result.exit_code == 0, result.output
+    assert f"{count} unlabelled image(s): validation 8, calibration 4 (no overlap)" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("content, message", [
+    ({}, "no images in"),
+    ({"a.jpg": b"not an image", "b.png": b"\x89PNG broken"}, "none of the 2 image(s)"),
+])
+def test_a_folder_without_readable_images_is_one_line(content, message, keras3, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, blob in content.items():
+        (folder / name).write_bytes(blob)
+    result = CliRunner().invoke(app, ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"),
+                                      "--scale", "1", "--offset", "0", "--data", str(folder),
+                                      "--out", str(tmp_path / "e"), "--formats", "tflite-int8"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "e").exists()

@@ -43,10 +43,15 @@ class Dataset:
     source: str
     bad_files: List[str] = field(default_factory=list)
     cache_hit: bool = False   # decoded arrays came from the cache of an earlier run
+    labeled: bool = True      # False: images without classes (read_unlabeled); every y is -1
 
     def counts(self) -> Dict[str, Dict[str, int]]:
         return {name: {c: int((s.y == i).sum()) for i, c in enumerate(self.class_names)}
                 for name, s in (("train", self.train), ("val", self.val), ("test", self.test))}
+
+
+class NoClassFolders(EdgeError):
+    """A folder or archive without train/<class>/ images (it may still hold unlabelled images)."""
 
 
 @dataclass
@@ -192,7 +197,7 @@ def _read_files(path: Path, target: Tuple[int, int], skip_bad: bool):
     else:
         raise EdgeError(f"data path {path} is neither a folder nor a .tar/.tar.gz archive.")
     if total == 0:
-        raise EdgeError(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
+        raise NoClassFolders(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
     arrays, digests, kept, bad = _decode_all(entries, total, target, skip_bad, f"decoding {path.name}")
     names = sorted({e.label for e in kept if e.split == "train"})
     if len(names) < 2:
@@ -272,3 +277,47 @@ def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.
         data_hash = hashlib.sha256(f"{data_hash}|{limit_per_class}|{test_limit_per_class}|{seed}".encode()).hexdigest()
     return Dataset(names, Split(xtr[keep], ytr[keep]), Split(xtr[held], ytr[held]), Split(xte, yte),
                    data_hash, source, bad, hit)
+
+
+GLOB_CHARS = set("*?[")
+
+
+def read_unlabeled(data: str, target: Tuple[int, int]) -> Dataset:
+    """Every image of a flat (or any) folder, a .tar(.gz) or a glob, with no classes: calibration and agreement
+    need only representative inputs, so unreadable files are skipped (listed in bad_files) unless none is
+    readable. train and test are the same pool; the caller draws from it."""
+    import glob as globbing
+    if GLOB_CHARS & set(data):
+        files = sorted(Path(f) for f in globbing.glob(os.path.expanduser(data), recursive=True)
+                       if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES and Path(f).is_file())
+        entries = [_Entry("test", "", str(f), f.read_bytes) for f in files]
+    else:
+        path = Path(data).expanduser()
+        if path.is_dir():
+            entries = [_Entry("test", "", str(f), f.read_bytes) for f in sorted(path.rglob("*"))
+                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith(".")]
+        elif path.is_file() and _is_tar(path):
+            entries = []
+            try:
+                with tarfile.open(path, "r:*") as tar:
+                    for m in tar:
+                        name = PurePosixPath(m.name)
+                        if m.isfile() and name.suffix.lower() in IMAGE_SUFFIXES and not name.name.startswith("."):
+                            blob = tar.extractfile(m).read()  # type: ignore[union-attr]
+                            entries.append(_Entry("test", "", f"{path.name}:{m.name}", lambda b=blob: b))
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise EdgeError(f"cannot read archive {path}: {exc}.") from None
+        else:
+            raise EdgeError(f"data path {path} does not exist (expected a folder, a .tar/.tar.gz or a glob such as "
+                            "'photos/*.jpg').")
+    if not entries:
+        raise EdgeError(f"no images in {data} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+    arrays, digests, kept, bad = _decode_all(entries, len(entries), target, True, "decoding images")
+    if not kept:
+        raise EdgeError(f"none of the {len(entries)} image(s) in {data} could be read: {bad[0]}")
+    h = hashlib.sha256()
+    for entry, digest in sorted(zip(kept, digests), key=lambda t: t[0].name):
+        h.update(f"{entry.name}\0{digest}\n".encode())
+    x = _stack(arrays, target)
+    pool = Split(x, np.full(len(x), -1, np.int32))
+    return Dataset([], pool, Split(x[:0], pool.y[:0]), pool, h.hexdigest(), data, bad, False, labeled=False)

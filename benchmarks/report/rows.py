@@ -39,10 +39,14 @@ class Context:
     validated: Optional[np.ndarray]  # positions of convert's validation images among them (None: not all benchmarked)
     export: Path
     resized: bool = False            # stored images are smaller than the model: both sides enlarge them in float
+    labelled: bool = True            # False: images without labels; agreement with the source model only
 
 
 def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
-    acc = report_from_ranked(ctx.y[positions], ranked, ctx.labels)
+    if ctx.labelled:
+        acc = report_from_ranked(ctx.y[positions], ranked, ctx.labels)
+    else:
+        acc = {"images": int(len(positions)), "top1": None, "top5": None, "labelled": False}
     acc["agreement"] = float((ranked[:, 0] == ctx.keras_ranked[positions, 0]).mean()) if len(ranked) else None
     return acc
 
