@@ -6,6 +6,7 @@ metadata, directory handling, CLI errors, no TensorFlow on the device).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -573,3 +574,61 @@ def test_lookup_shortcuts_give_the_same_input(art):
     kept = frames.copy()
     np.testing.assert_array_equal(clf.predict(frames), clf.run(clf.preprocess(list(frames))))
     np.testing.assert_array_equal(frames, kept)  # the caller's frames are read, never written
+
+
+def _nchw_onnx(path: Path, weights: np.ndarray, bias: np.ndarray, size=(12, 10), channels_last=False) -> Path:
+    """A channels-first (N, 3, H, W) ONNX classifier as PyTorch exports them: mean per channel → dense → softmax
+    (or the same behind a transpose, taking channels-last input)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    h, w = size
+    first = [helper.make_node("Transpose", ["pixels"], ["chw"], perm=[0, 3, 1, 2])] if channels_last else []
+    shape = ["batch", h, w, 3] if channels_last else ["batch", 3, h, w]
+    graph = helper.make_graph(
+        first + [helper.make_node("GlobalAveragePool", ["chw" if channels_last else "pixels"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "nchw", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", weights.shape[1]])],
+        [numpy_helper.from_array(weights.astype(np.float32), "W"), numpy_helper.from_array(bias.astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_channels_first_onnx_model_is_fed_nchw(tmp_path):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    weights, bias = rng.normal(size=(3, 4)) * 4, rng.normal(size=4)
+    model = _nchw_onnx(tmp_path / "nchw.onnx", weights, bias)
+    # PyTorch's normalisation (x/255 - mean) / std, as scale and offset
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    spec = PreprocessSpec(height=12, width=10, scale=tuple(1 / (255 * std)), offset=tuple(-mean / std),
+                          layout="NCHW")
+    clf = Classifier.load(model, labels=list("abcd"), spec=spec)
+    assert clf.engine.layout == "NCHW" and clf.input_shape == (12, 10, 3) and "NCHW" in repr(clf)
+
+    frames = rng.integers(0, 256, size=(5, 12, 10, 3), dtype=np.uint8)
+    x = frames.astype(np.float64) / 255
+    x = (x - mean) / std                                   # channels-last here: the model sees it transposed
+    logits = x.mean(axis=(1, 2)) @ weights + bias
+    expect = np.exp(logits - logits.max(1, keepdims=True))
+    expect /= expect.sum(1, keepdims=True)
+    got = clf.predict(frames)                              # the camera path (frames at the model's size)
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    buffer = clf.engine._nchw
+    np.testing.assert_allclose(clf.predict(frames), expect, atol=1e-5)
+    assert clf.engine._nchw is buffer                      # transposed into the same buffer, frame after frame
+    images = [Image.fromarray(f) for f in frames]          # the decode path
+    np.testing.assert_allclose(clf.predict(images), expect, atol=1e-5)
+    np.testing.assert_allclose(clf.run(clf.preprocess(images)), expect, atol=1e-5)
+
+    # a spec that says NCHW for a channels-last model is refused
+    nhwc = _nchw_onnx(tmp_path / "nhwc.onnx", weights, bias, channels_last=True)
+    same = Classifier.load(nhwc, labels=list("abcd"), spec=dataclasses.replace(spec, layout="NHWC"))
+    assert same.engine.layout == "NHWC"
+    np.testing.assert_allclose(same.predict(frames), expect, atol=1e-5)   # the two layouts agree
+    with pytest.raises(ModelError, match="layout NCHW but the model takes channels-last"):
+        Classifier.load(nhwc, labels=list("abcd"), spec=spec)

@@ -148,7 +148,8 @@ def measure(plan: dict, index: int, t0_ns: int, t_start_ns: int) -> dict:
     t_first = time.time_ns()
     out: Dict[str, object] = {
         "name": name, "file": art["file"], "engine": clf.engine_name, "status": "ok",
-        "input": {"shape": [d for d in clf.engine.input.shape], "dtype": clf.input_dtype.name},
+        "input": {"shape": [d for d in clf.engine.input.shape], "dtype": clf.input_dtype.name,
+                  "layout": clf.engine.layout},
         "cold": {"interpreter_s": (t_start_ns - t0_ns) / 1e9, "import_s": (t_imported - t_start_ns) / 1e9,
                  "engine_import_s": (t_engine - t_imported) / 1e9, "load_s": (t_loaded - t_engine) / 1e9,
                  "first_inference_s": (t_first - t_loaded) / 1e9, "cold_start_s": (t_first - t0_ns) / 1e9,

@@ -71,6 +71,9 @@ class Classifier:
         if spec is not None:
             info.spec, info.spec_source = _as_spec(spec), "given"
         _check_input(eng, model)
+        if info.spec is not None and info.spec.layout == "NCHW" and eng.layout != "NCHW":
+            raise ModelError(f"{model.name}: the preprocessing says layout NCHW but the model takes channels-last "
+                             f"input {_fmt_shape(eng.input.shape)}.")
         if info.spec is None:
             raise SpecError(f"{model}: no preprocess.json beside the model and no preprocessing embedded in it; "
                             "put the export's preprocess.json next to the model.")
@@ -121,7 +124,8 @@ class Classifier:
         return self._engine.path
 
     def __repr__(self) -> str:
-        return (f"<Classifier {self.path.name} engine={self.engine_name} input={_fmt_shape(self._input_shape)} "
+        return (f"<Classifier {self.path.name} engine={self.engine_name} input={_fmt_shape(self._input_shape)}"
+                f"{' (model NCHW)' if self._engine.layout == 'NCHW' else ''} "
                 f"{self.input_dtype} classes={self._num_classes}>")
 
     # -------------------------------------------------------------- inference
@@ -345,11 +349,8 @@ def _as_spec(spec) -> PreprocessSpec:
 def _check_input(engine: Engine, model: Path) -> None:
     info = engine.input
     if len(info.shape) != 4 or info.shape[3] not in (1, 3):
-        nchw = len(info.shape) == 4 and info.shape[1] in (1, 3)
         raise ModelError(f"{model.name}: model input has shape {_fmt_shape(info.shape)}, not an image batch "
-                         "(batch, height, width, 1 or 3 channels)"
-                         + ("; it looks channels-first (NCHW): export it channels-last (NHWC)" if nchw else "")
-                         + ".")
+                         "(batch, height, width, 1 or 3 channels, or channels-first: batch, 1 or 3, height, width).")
     if info.dtype not in [np.dtype(t) for t in _INPUT_DTYPES]:
         raise ModelError(f"{model.name}: model input is {info.dtype}; the runtime feeds float32, float16, "
                          "uint8, int8 or int16.")

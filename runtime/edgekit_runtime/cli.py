@@ -123,7 +123,7 @@ def cmd_info(args) -> int:
     details = {
         "model": str(clf.path), "engine": clf.engine_name, "threads": eng.threads,
         "input": {"shape": list(eng.input.shape), "dtype": str(eng.input.dtype), "scale": eng.input.scale,
-                  "zero_point": eng.input.zero_point, "dynamic_batch": eng.dynamic_batch},
+                  "zero_point": eng.input.zero_point, "dynamic_batch": eng.dynamic_batch, "layout": eng.layout},
         "output": {"shape": list(eng.output.shape), "dtype": str(eng.output.dtype), "scale": eng.output.scale,
                    "zero_point": eng.output.zero_point},
         "labels": clf.labels, "labels_from": info.labels_source,
@@ -136,7 +136,9 @@ def cmd_info(args) -> int:
     shape = lambda s: "(" + ", ".join("?" if d is None else str(d) for d in s) + ")"
     spec = clf.spec
     print(f"model       {details['model']}\nengine      {clf.engine_name}, {eng.threads} thread(s)")
-    print(f"input       {shape(eng.input.shape)} {eng.input.dtype}{q(details['input'])}")
+    print(f"input       {shape(eng.input.shape)} {eng.input.dtype}{q(details['input'])}"
+          + ("  (the model is channels-first NCHW: each batch is transposed once before the call)"
+             if eng.layout == "NCHW" else ""))
     print(f"output      {shape(eng.output.shape)} {eng.output.dtype}{q(details['output'])}")
     print(f"labels      {len(clf.labels)}: {', '.join(clf.labels[:10])}{' ...' if len(clf.labels) > 10 else ''}"
           f"  [{info.labels_source}]")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
@@ -54,11 +54,13 @@ class Engine:
     package = ""       # the PyPI distribution of the engine itself
     suffixes: Tuple[str, ...] = ()
 
-    input: TensorInfo
+    input: TensorInfo      # always channels-last (N, H, W, C): what the runtime fills
     output: TensorInfo
     path: Path
     threads: int
+    layout: str = "NHWC"   # the model's own input layout; NCHW models get their input transposed at the call
     _fill_buffer: Optional[np.ndarray] = None  # run_filled's input, kept while the batch shape holds
+    _nchw: Optional[np.ndarray] = None         # the transposed input of an NCHW model, reused likewise
 
     @classmethod
     def available(cls) -> bool:
@@ -81,7 +83,26 @@ class Engine:
         engine.path = Path(path)
         engine.threads = int(threads) if threads is not None else default_threads()
         engine._open(lib)
+        engine._adopt_layout()
         return engine
+
+    def _adopt_layout(self) -> None:
+        """A channels-first image input (N, 1|3, H, W), as PyTorch exports it, is presented channels-last."""
+        shape = self.input.shape
+        if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+            n, c, h, w = shape
+            self.layout, self.input = "NCHW", replace(self.input, shape=(n, h, w, c))
+
+    def _native(self, x: np.ndarray) -> np.ndarray:
+        """Channels-last input in the model's own layout (one transpose into a reused buffer for NCHW)."""
+        if self.layout == "NHWC":
+            return x
+        shape = (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
+        buf = self._nchw
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype:
+            buf = self._nchw = np.empty(shape, x.dtype)
+        np.copyto(buf, x.transpose(0, 3, 1, 2))
+        return buf
 
     def _open(self, lib) -> None:
         raise NotImplementedError
@@ -102,7 +123,7 @@ class Engine:
         if n == 0:
             return np.empty((0,) + self._output_tail(), self.output.dtype)
         if self.dynamic_batch:
-            return self._invoke(x)
+            return self._invoke(self._native(x))
         batch = self.input.shape[0]
         out = None
         # A fixed-batch model sees the images in slices of its own batch; the last one is zero-padded.
@@ -110,7 +131,7 @@ class Engine:
             chunk = x[start:start + batch]
             if len(chunk) < batch:
                 chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + x.shape[1:], x.dtype)])
-            y = self._invoke(chunk)
+            y = self._invoke(self._native(chunk))
             if out is None:
                 out = np.empty((n,) + y.shape[1:], y.dtype)
             out[start:start + batch] = y[:min(batch, n - start)]
@@ -127,7 +148,7 @@ class Engine:
             buf = self._fill_buffer = np.empty(shape, self.input.dtype)
         fill(pixels, buf)
         if self.input.shape[0] in (None, len(buf)):
-            return self._invoke(buf)
+            return self._invoke(self._native(buf))
         return self.run(buf)  # a fixed-batch model: run() slices and pads
 
     def _output_tail(self) -> Tuple[int, ...]:
@@ -140,10 +161,11 @@ class Engine:
             raise InputError(f"model input must be (batch, {pretty}), got {tuple(shape)}.")
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on `x` in its own layout."""
         raise NotImplementedError
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
-        """A no-argument call running only the interpreter on `x` (already in input.dtype, set up front).
+        """A no-argument call running only the interpreter on `x` (channels-last, in input.dtype, set up front).
 
         Benchmarks time it as the bare engine cost the runtime's own overhead is measured against.
         """
@@ -180,7 +202,7 @@ class LiteRTEngine(Engine):
         return self._interp.get_tensor(self._out["index"])  # a copy: the arena is reused next call
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
-        self._set_input(np.ascontiguousarray(x, dtype=self.input.dtype))
+        self._set_input(np.array(self._native(np.ascontiguousarray(x, dtype=self.input.dtype))))
         return self._interp.invoke
 
     def _set_input(self, x: np.ndarray) -> None:
@@ -234,7 +256,8 @@ class OnnxEngine(Engine):
             raise ModelError(f"{self.path.name}: inference failed ({first_line(exc)}).") from None
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
-        names, feed = [self.output.name], {self.input.name: np.ascontiguousarray(x, dtype=self.input.dtype)}
+        x = np.array(self._native(np.ascontiguousarray(x, dtype=self.input.dtype)))  # a copy the feed keeps
+        names, feed = [self.output.name], {self.input.name: x}
         return lambda: self._session.run(names, feed)
 
     def metadata(self) -> Dict[str, bytes]:

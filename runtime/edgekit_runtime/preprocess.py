@@ -36,8 +36,8 @@ class PreprocessSpec:
             raise SpecError("preprocess: scale and offset need one value per channel (3 each).")
         if self.channel_order not in ("RGB", "BGR"):
             raise SpecError(f"preprocess: channel_order must be RGB or BGR, not {self.channel_order!r}.")
-        if self.layout != "NHWC" or self.resize_method != "bilinear":
-            raise SpecError("preprocess: only NHWC layout and bilinear resizing are supported.")
+        if self.layout not in ("NHWC", "NCHW") or self.resize_method != "bilinear":
+            raise SpecError("preprocess: layout must be NHWC or NCHW and resizing bilinear.")
 
     @property
     def size(self):
