@@ -129,7 +129,8 @@ def bench(cfg: BenchConfig) -> BenchResult:
                      resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size),
                      labelled=dataset.labeled)
     rows: List[dict] = [rp.keras_row(ctx, run_dir / "model.keras") if source.kind == "run" else
-                        rp.keras_row(ctx, source.path, f"the source model ({source.saved_by or 'Keras'}; reference)")]
+                        rp.keras_row(ctx, source.path, f"the source model ({source.saved_by or 'Keras'}; reference)",
+                                     "onnxruntime" if source.kind == "onnx" else "tensorflow")]
     devices: List[dict] = []
     errors: List[str] = []
     out_dir = Path(cfg.out) if cfg.out else run_dir / "bench"

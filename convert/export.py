@@ -39,6 +39,7 @@ class ExportContext:
     qat_epochs: int = 2
     qat_lr: float = 1e-4
     select_tf_ops: bool = False
+    onnx_source: Any = None                     # onnx_source.OnnxReference when the model came as ONNX
     cache: Dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> Dict[str, Any]:
@@ -76,6 +77,9 @@ def export_format(fmt: Format, ctx: ExportContext, out_dir: Path) -> Exported:
     path = Path(out_dir) / fmt.file_name
     t0 = time.perf_counter()
     try:
+        reason = fmt.unsupported_reason("onnx" if ctx.onnx_source is not None else "keras")
+        if reason:
+            raise ExportError(reason)
         notes = exporters[fmt.suffix](fmt, ctx, path) or []
         return Exported(fmt, path, time.perf_counter() - t0, notes=list(notes))
     except KeyboardInterrupt:

@@ -33,8 +33,9 @@ INPUT_NAME = "image"
 def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
     import onnx
     opset = int(fmt.options.get("opset", 17))
-    # onnx-fp32 and onnx-int8 share one tf2onnx conversion per opset.
-    fp32 = ctx.shared(f"onnx-fp32-opset{opset}", lambda: to_onnx(ctx, opset))
+    # onnx-fp32 and onnx-int8 share one tf2onnx conversion per opset; an ONNX source is its own fp32 model
+    fp32 = ctx.onnx_source.proto if ctx.onnx_source is not None else \
+        ctx.shared(f"onnx-fp32-opset{opset}", lambda: to_onnx(ctx, opset))
     if fmt.options.get("calibrate"):
         proto = quantize(fp32, fmt, ctx)
     else:
@@ -71,11 +72,14 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     images = ctx.require_calibration(fmt)
+    if ctx.onnx_source is not None:  # the source's own input name and layout (NCHW from PyTorch)
+        images = _InLayout(images, ctx.onnx_source.native)
+    name = fp32.graph.input[0].name
     opts = fmt.options
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it: Iterator = ({INPUT_NAME: b} for b in images.batches(16))
+            self._it: Iterator = ({name: b} for b in images.batches(16))
 
         def get_next(self):
             return next(self._it, None)
@@ -123,6 +127,16 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
             except Exception as exc:
                 raise ExportError(f"ONNX Runtime quantize_static: {type(exc).__name__}: {first_line(exc)}") from None
         return onnx.load(str(out))
+
+
+class _InLayout:
+    """Calibration images whose batches come in the model's own layout."""
+
+    def __init__(self, images, native):
+        self._images, self._native = images, native
+
+    def batches(self, batch_size: int = 64):
+        return (self._native(b) for b in self._images.batches(batch_size))
 
 
 def weighted_layers(model) -> list:

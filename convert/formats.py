@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from edgekit.errors import EdgeError
 from edgekit.helpers import did_you_mean
@@ -41,6 +41,14 @@ class Format:
     tolerance: Tolerance
     default: bool = True        # part of the default set
     summary: str = ""
+    sources: Tuple[str, ...] = ("keras", "onnx")  # kinds of source model it can be made from
+
+    def unsupported_reason(self, source_kind: str) -> Optional[str]:
+        """Why this format cannot be made from a source of that kind ("keras" or "onnx"; a ❌ row), or None."""
+        if source_kind in self.sources:
+            return None
+        return (f"{self.name} is made from Keras/TensorFlow models; from ONNX it would need an ONNX → TFLite "
+                "converter (onnx2tf), not driven by edgekit yet: use the onnx-* formats.")
 
     @property
     def quantized(self) -> bool:
@@ -74,28 +82,29 @@ FLOAT16 = Tolerance(max_abs=5e-2, mean_abs=2e-3)
 # (convert/bias_correction.py). MobileNetV2 fine-tuned on CIFAR-10: int8 agreement 91.9 % -> 97.7 %.
 FORMATS: Dict[str, Format] = {f.name: f for f in (
     Format("tflite-fp32", ".tflite", "litert", {}, FLOAT_EXACT,
-           summary="float32 TFLite, the reference artifact"),
+           summary="float32 TFLite, the reference artifact", sources=("keras",)),
     Format("tflite-fp16", ".tflite", "litert", {"optimize": True, "float16": True}, FLOAT16,
-           summary="float16 weights (half the size), float32 compute"),
+           summary="float16 weights (half the size), float32 compute", sources=("keras",)),
     Format("tflite-dynamic", ".tflite", "litert", {"optimize": True},
            Tolerance(min_agreement=0.97, max_accuracy_drop=0.02),
-           summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O"),
+           summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O", sources=("keras",)),
     Format("tflite-int8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
-           summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
+           summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected",
+           sources=("keras",)),
     Format("tflite-int16x8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True},
            Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),
-           summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected"),
+           summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected", sources=("keras",)),
     Format("tflite-qat", ".tflite", "litert",
            {"qat": True, "optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
            # The QAT model's weights move (ResNet-8, 2 epochs: 94.6 % agreement, below PTQ int8's 98.9 %).
            Tolerance(min_agreement=0.90, max_accuracy_drop=0.02), default=False,
            summary="quantization-aware training (tfmot) distilled from the float model's outputs on the "
-                   "training split, then full integer"),
+                   "training split, then full integer", sources=("keras",)),
     Format("onnx-fp32", ".onnx", "onnx", {"opset": DEFAULT_OPSET}, FLOAT_EXACT,
-           summary="float32 ONNX (tf2onnx)"),
+           summary="float32 ONNX (tf2onnx; an ONNX source as it is, with edgekit's metadata)"),
     # reduce_range "gemm": 7-bit weights where ORT runs an int8 GEMM (all but depthwise convs), because its x86
     # AVX2/AVX-512 kernels without VNNI saturate int16 pair sums (VPMADDUBSW) with 8-bit weights (MobileNetV2:
     # -20 pt); bias_correction folds the weights' mean rounding error into the biases (MobileNetV2: -3 pt -> 0).

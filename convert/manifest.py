@@ -162,7 +162,7 @@ def table(entries: List[dict], title: str = "") -> Table:
     t.add_column("status", justify="center", no_wrap=True)
     t.add_column("format", no_wrap=True)
     t.add_column("size", justify="right", no_wrap=True)
-    t.add_column("parity vs Keras", no_wrap=True)
+    t.add_column("parity vs source", no_wrap=True)
     t.add_column("top-1", justify="right", no_wrap=True)
     t.add_column("time", justify="right", no_wrap=True)
     t.add_column("note")

@@ -43,6 +43,8 @@ class ConvertConfig:
     input_size: Optional[Tuple[int, int]] = None
     scale: Sequence[float] = ()
     offset: Sequence[float] = ()
+    mean: Sequence[float] = ()                     # PyTorch-style normalisation, instead of scale/offset
+    std: Sequence[float] = ()
     labels: Optional[Path] = None
     channel_order: str = "RGB"
     # QAT and converter knobs
@@ -75,8 +77,16 @@ class ConvertReport:
 
 
 def open_source(cfg: ConvertConfig) -> "Source":
-    from edgekit.convert.source import open_model, open_run  # TensorFlow: imported once the input is known good
+    from edgekit.convert.source import open_model, open_onnx, open_run  # TensorFlow: once the input is known good
     path = Path(cfg.source)
+    scale, offset = cfg.scale, cfg.offset
+    if cfg.mean or cfg.std:
+        if scale or offset:
+            raise EdgeError("give the preprocessing either as --scale/--offset or as --mean/--std, not both.")
+        if not (cfg.mean and cfg.std):
+            raise EdgeError("--mean and --std go together.")
+        from edgekit.convert.onnx_source import mean_std
+        scale, offset = mean_std(cfg.mean, cfg.std)
     saved_model = any((path / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt", "keras_metadata.pb"))
     if path.is_dir() and not saved_model:
         byo = [name for name, v in (("--input-size", cfg.input_size), ("--scale", cfg.scale), ("--offset", cfg.offset),
@@ -86,12 +96,13 @@ def open_source(cfg: ConvertConfig) -> "Source":
         return open_run(path, cfg.data)
     if not path.exists():
         raise EdgeError(f"{path} does not exist (expected a run directory, a .keras/.h5 file or a SavedModel directory).")
-    if not cfg.scale or not cfg.offset:
+    if not scale or not offset:
         raise EdgeError(f"{path.name} is not an `edge train` run: give its preprocessing with --scale and --offset "
-                        "(model_input = pixel_0_to_255 * scale + offset; e.g. --scale 0.00392157 --offset 0 for [0, 1]), "
-                        "--labels FILE and, if the model does not fix it, --input-size H W.")
-    return open_model(path, input_size=cfg.input_size, scale=cfg.scale, offset=cfg.offset, labels_file=cfg.labels,
-                      data=cfg.data, channel_order=cfg.channel_order, seed=cfg.seed if cfg.seed is not None else 42)
+                        "(model_input = pixel_0_to_255 * scale + offset; e.g. --scale 0.00392157 --offset 0 for [0, 1]) "
+                        "or --mean/--std (PyTorch's), --labels FILE and, if the model does not fix it, --input-size H W.")
+    opener = open_onnx if path.suffix.lower() == ".onnx" else open_model
+    return opener(path, input_size=cfg.input_size, scale=scale, offset=offset, labels_file=cfg.labels,
+                  data=cfg.data, channel_order=cfg.channel_order, seed=cfg.seed if cfg.seed is not None else 42)
 
 
 def parse_numbers(items: Sequence[str], option: str) -> Tuple[float, ...]:
@@ -127,6 +138,11 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     formats = resolve_formats(cfg.formats, io=cfg.io, opset=cfg.opset)  # cheap checks before loading anything
     _check_numbers(cfg)
     source = open_source(cfg)
+    if source.kind == "onnx" and cfg.formats in (None, "default"):
+        # the default set is what this kind of source can give; naming a TFLite format gets its ❌ row and reason
+        formats = [f for f in formats if f.unsupported_reason("onnx") is None]
+        console.print(f"an ONNX source: converting {', '.join(f.name for f in formats)} (TFLite formats need an "
+                      "ONNX → TFLite converter, which edgekit does not drive yet)", highlight=False)
     from edgekit.convert import calibration as cal
     seed = cfg.seed if cfg.seed is not None else source.seed
     out_dir = Path(cfg.out) if cfg.out else source.default_out
@@ -150,6 +166,7 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     train_split = None if not dataset.labeled else \
         (lambda: cal.Images(dataset.train.x, dataset.train.y, source.spec, "train", seed))
     ctx = ExportContext(source.model, source.labels, source.spec, calibration=calib, training_images=train_split,
+                        onnx_source=source.model if source.kind == "onnx" else None,
                         seed=seed, batch_size=source.batch_size, qat_epochs=cfg.qat_epochs, qat_lr=cfg.qat_lr,
                         select_tf_ops=cfg.select_tf_ops)
 
@@ -165,8 +182,9 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
         console.print(f"converting {source.path} → {out_dir}  ({len(formats)} format(s); calibration "
                       f"{len(calib) if calib else 0} train images, validation {len(val)} {val.split} images)",
                       highlight=False, soft_wrap=True)
-        if source.saved_by and source.saved_by.startswith("Keras 3"):
-            console.print(f"  saved by {source.saved_by}", highlight=False)
+        if source.saved_by and source.saved_by.startswith(("Keras 3", "ONNX")):
+            console.print(f"  source: {source.saved_by}" + ("; reference: the source model in ONNX Runtime"
+                                                           if source.kind == "onnx" else ""), highlight=False)
         exported = export_all(formats, ctx, staging, on_start=lambda f: console.print(f"  exporting {f.name} …", highlight=False),
                               on_done=_report_export)
         console.print(f"  validating {sum(e.ok for e in exported)} artifact(s) with edgekit_runtime …", highlight=False)

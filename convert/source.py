@@ -214,11 +214,44 @@ def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequen
                   dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32, out, saved_by)
 
 
+def open_onnx(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequence[float],
+              offset: Sequence[float], labels_file: Optional[Path], data: Optional[str],
+              channel_order: str = "RGB", seed: int = 42) -> Source:
+    """An ONNX model (e.g. exported from PyTorch): ONNX Runtime runs it as the reference; its layout is its own."""
+    from edgekit.convert.onnx_source import OnnxReference, check_outputs, size_of
+    path = Path(path)
+    if labels_file is None:
+        raise EdgeError(f"{path.name}: pass --labels FILE (one class name per line, in output order), the "
+                        "preprocessing (--mean/--std or --scale/--offset) and --data.")
+    labels = read_labels(Path(labels_file))
+    ref = OnnxReference(path)
+    size = size_of(ref, input_size)
+    try:
+        spec = PreprocessSpec(height=size[0], width=size[1], scale=_per_channel(scale, "scale"),
+                              offset=_per_channel(offset, "offset"), channel_order=channel_order, layout=ref.layout,
+                              notes=f"given on the command line for {path.name}")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+    check_outputs(ref, size, labels)
+    return Source("onnx", path, ref, labels, spec, file_digest(path), data,
+                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32,
+                  path.parent / f"{path.stem}-export", ref.describe())
+
+
 def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Source:
     """The source an export directory was converted from, as its manifest records it (for `edge bench EXPORT`)."""
     src = manifest.get("source") or {}
     if src.get("kind") == "run":
         return open_run(Path(src["path"]), data)
+    if src.get("kind") == "onnx" and Path(str(src.get("path", ""))).exists():
+        from edgekit.convert.onnx_source import OnnxReference
+        path = Path(src["path"])
+        if src.get("model_sha256") and file_digest(path) != src["model_sha256"]:
+            raise EdgeError(f"{path} changed since {export} was converted from it: convert it again first.")
+        ref = OnnxReference(path)
+        return Source("onnx", path, ref, [str(x) for x in src["labels"]], PreprocessSpec.from_dict(src["preprocess"]),
+                      src["model_sha256"], data or src.get("data"), dict(val_fraction=0.1, test_fraction=0.1, seed=42),
+                      42, 32, export, ref.describe())
     path = Path(str(src.get("path", "")))
     if not src.get("path") or not path.exists():
         raise EdgeError(f"{export} was converted from {path}, which is gone; bench needs the source model as its "

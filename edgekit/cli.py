@@ -102,13 +102,13 @@ def evaluate(
 
 
 class _PerChannelNumbers(TyperCommand):
-    """Lets --scale / --offset take one or three numbers, as written in the README: --scale 0.0171 0.0175 0.0174.
+    """Lets --scale / --offset / --mean / --std take one or three numbers, as written in the README: --scale 0.0171 0.0175 0.0174.
 
     Click options have a fixed number of values, so the numbers after those options are joined with
     commas before parsing (the option also accepts 'S,S,S' or being repeated).
     """
 
-    joined = ("--scale", "--offset")
+    joined = ("--scale", "--offset", "--mean", "--std")
 
     def parse_args(self, ctx, args):
         out, i = [], 0
@@ -136,8 +136,9 @@ def _is_number(token: str) -> bool:
 
 @app.command(cls=_PerChannelNumbers)
 def convert(
-    source: Path = typer.Argument(..., help="A run directory written by `edge train`, or a .keras/.h5 file or SavedModel "
-                                            "directory of another model (then also --labels, --scale, --offset, --data)."),
+    source: Path = typer.Argument(..., help="A run directory written by `edge train`, or a .keras/.h5 file (tf_keras or "
+                                            "Keras 3), SavedModel directory or .onnx file of another model (then also "
+                                            "--labels, --scale/--offset or --mean/--std, --data)."),
     formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
                                           "(see the formats table in the README). Default: every format but tflite-qat."),
     calib_samples: int = typer.Option(500, help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
@@ -152,6 +153,8 @@ def convert(
     scale: List[str] = typer.Option([], "--scale", metavar="S [S S]", help="Other models: model_input = pixel_0_to_255 * scale + offset; "
                                     "one value for all channels, or three (R G B)."),
     offset: List[str] = typer.Option([], "--offset", metavar="O [O O]", help="Other models: the offset of that formula, one value or three."),
+    mean: List[str] = typer.Option([], "--mean", metavar="M [M M]", help="Other models, instead of --scale/--offset: PyTorch-style (pixel/255 - mean) / std; e.g. --mean 0.485 0.456 0.406."),
+    std: List[str] = typer.Option([], "--std", metavar="S [S S]", help="Other models: the std of that formula, e.g. --std 0.229 0.224 0.225."),
     labels: Optional[Path] = typer.Option(None, help="Other models: labels file, one class name per line in output order."),
     channel_order: str = typer.Option("RGB", help="Other models: RGB, or BGR for caffe-style models."),
     qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training (tflite-qat), distilled from the model's own outputs on the training split."),
@@ -159,7 +162,7 @@ def convert(
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
 ):
-    """Export TFLite and ONNX artifacts and validate each against the Keras model (writes RUN_DIR/export/).
+    """Export TFLite and ONNX artifacts and validate each against the source model (writes RUN_DIR/export/).
 
     Exit code: 0 when every artifact exported and validated (✅); 3 when any is outside tolerance (❎) or failed to export (❌); 2 for bad input, with nothing written."""
     try:
@@ -168,6 +171,7 @@ def convert(
         cfg = ConvertConfig(source, formats=formats, calib_samples=calib_samples, val_samples=val_samples, io=io,
                             opset=opset, data=data, out=out, input_size=input_size,
                             scale=parse_numbers(scale, "--scale"), offset=parse_numbers(offset, "--offset"),
+                            mean=parse_numbers(mean, "--mean"), std=parse_numbers(std, "--std"),
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
                             select_tf_ops=select_tf_ops, seed=seed)
         report = run_convert(cfg)

@@ -196,3 +196,99 @@ def test_a_folder_without_readable_images_is_one_line(content, message, keras3, 
                                       "--out", str(tmp_path / "e"), "--formats", "tflite-int8"])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "e").exists()
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TORCH_PREPROCESS = ["--mean", "0.485", "0.456", "0.406", "--std", "0.229", "0.224", "0.225"]
+
+
+def _ort_top1(model: Path, files, spec) -> list:
+    """What the PyTorch export answers in ONNX Runtime itself, fed NCHW by hand (no edgekit code in the way)."""
+    import onnxruntime as ort
+    from edgekit_runtime import load_rgb, resize_rgb
+    x = np.stack([resize_rgb(load_rgb(f), (32, 32)) for f in files]).astype(np.float32)
+    x = x * np.float32(spec["scale"]) + np.float32(spec["offset"])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0].argmax(1).tolist()
+
+
+def test_an_onnx_model_from_pytorch_converts_runs_and_benchmarks(tiny_folder, tmp_path):
+    out = tmp_path / "export"
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(FIXTURES / "torch_cnn.onnx"), "--labels",
+                                 str(FIXTURES / "torch_cnn.labels.txt"), *TORCH_PREPROCESS, "--data", str(tiny_folder),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "an ONNX source: converting onnx-fp32, onnx-int8" in said and "NCHW input, made by pytorch" in said
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "onnx" and manifest["source"]["preprocess"]["layout"] == "NCHW"
+    assert [e["format"] for e in manifest["artifacts"]] == ["onnx-fp32", "onnx-int8"]
+    spec = manifest["source"]["preprocess"]
+    np.testing.assert_allclose(spec["scale"], 1 / (255 * np.array([0.229, 0.224, 0.225])), rtol=1e-6)
+
+    files = sorted(str(f) for f in (tiny_folder / "test").rglob("*") if f.is_file())
+    truth = _ort_top1(FIXTURES / "torch_cnn.onnx", files, spec)
+    for fmt in ("onnx-fp32", "onnx-int8"):   # the device runtime answers as ONNX Runtime on the source does
+        clf = Classifier.load(out, format=fmt)
+        assert clf.engine.layout == "NCHW"
+        assert clf.predict(files).argmax(1).tolist() == truth, fmt
+
+    result = runner.invoke(app, ["bench", str(out), "--runs", "3", "--warmup", "1", "--threads", "1", "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads((out / "bench" / "report.json").read_text())["rows"]}
+    assert rows["keras"]["engine"] == "onnxruntime" and {r["status"] for r in rows.values()} == {"passed"}
+    assert rows["onnx-fp32"]["accuracy"]["top1"] == rows["keras"]["accuracy"]["top1"]
+
+
+def test_a_tflite_format_asked_of_an_onnx_model_is_a_row_with_its_reason(tiny_folder, tmp_path):
+    result = CliRunner().invoke(app, ["convert", str(FIXTURES / "torch_cnn.onnx"), "--labels",
+                                      str(FIXTURES / "torch_cnn.labels.txt"), *TORCH_PREPROCESS, "--data",
+                                      str(tiny_folder), "--formats", "tflite-int8,onnx-fp32", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 3, result.output
+    rows = {e["format"]: e for e in json.loads((tmp_path / "e" / "manifest.json").read_text())["artifacts"]}
+    assert rows["onnx-fp32"]["status"] == "passed"
+    assert rows["tflite-int8"]["status"] == "failed" and "ONNX → TFLite converter" in rows["tflite-int8"]["error"]
+
+
+def _onnx_with(tmp_path, inputs, name="odd.onnx"):
+    import onnx
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Identity", [inputs[0][0]], ["out"])]
+    graph = helper.make_graph(nodes, "odd", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, inputs[0][1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / name))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("case, message", [
+    ("two_inputs", "has 2 inputs (a, b)"),
+    ("not_an_image", "not a float image batch"),
+    ("dynamic_size", "dynamic height/width (NCHW input): pass --input-size H W"),
+    ("mean_and_scale", "either as --scale/--offset or as --mean/--std"),
+    ("wrong_labels", "outputs shape"),
+    ("not_onnx", "is not a loadable ONNX model"),
+])
+def test_bad_onnx_input_is_one_line(case, message, tiny_folder, tmp_path):
+    labels = FIXTURES / "torch_cnn.labels.txt"
+    model, extra = FIXTURES / "torch_cnn.onnx", []
+    if case == "two_inputs":
+        model = _onnx_with(tmp_path, [("a", ["n", 3, 8, 8]), ("b", ["n", 3, 8, 8])])
+    elif case == "not_an_image":
+        model = _onnx_with(tmp_path, [("a", ["n", 10])])
+    elif case == "dynamic_size":
+        model = _onnx_with(tmp_path, [("a", ["n", 3, "h", "w"])])
+    elif case == "mean_and_scale":
+        extra = ["--scale", "1"]
+    elif case == "wrong_labels":
+        labels = tmp_path / "labels.txt"
+        labels.write_text("a\nb\n")
+    elif case == "not_onnx":
+        model = tmp_path / "broken.onnx"
+        model.write_bytes(b"not a protobuf at all")
+    result = CliRunner().invoke(app, ["convert", str(model), "--labels", str(labels), *TORCH_PREPROCESS, *extra,
+                                      "--data", str(tiny_folder), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "e").exists()

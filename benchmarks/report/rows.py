@@ -51,11 +51,12 @@ def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
     return acc
 
 
-def keras_row(ctx: Context, model: Path, summary: str = "the trained Keras model (reference)") -> dict:
+def keras_row(ctx: Context, model: Path, summary: str = "the trained Keras model (reference)",
+              engine: str = "tensorflow") -> dict:
     """The source model's own row (a run's model.keras, or the model file an export was converted from)."""
     fp32 = [ctx.export / e["file"] for e in ctx.manifest.get("artifacts", []) if e.get("format") == "tflite-fp32" and e.get("file")]
     return {"name": "keras", "kind": "reference", "device": "local", "status": PASSED, "symbol": SYMBOLS[PASSED],
-            "reason": None, "file": str(model), "engine": "tensorflow", "summary": summary,
+            "reason": None, "file": str(model), "engine": engine, "summary": summary,
             "size_bytes": model.stat().st_size if model.is_file() else None,
             "macs": count_macs(fp32[0]) if fp32 and fp32[0].is_file() else None,
             "accuracy": _accuracy(ctx, ctx.keras_ranked, np.arange(len(ctx.y)))}
