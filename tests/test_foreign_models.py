@@ -82,7 +82,7 @@ def test_a_keras3_model_converts_runs_and_benchmarks(name, keras3, tiny_folder, 
                                  "--scale", "1", "--offset", "0", "--data", str(tiny_folder), "--formats", FORMATS,
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"saved by Keras {truth['keras']}" in result.output and "4/4 validated" in result.output
+    assert f"source: Keras {truth['keras']}" in result.output and "4/4 validated" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["saved_by"].startswith(f"Keras {truth['keras']} ")
     notes = {e["format"]: e.get("notes") or [] for e in manifest["artifacts"]}
