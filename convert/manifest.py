@@ -169,9 +169,11 @@ def table(entries: List[dict], title: str = "") -> Table:
     for e in entries:
         p = e.get("parity") or {}
         acc = f"{p['accuracy']:.1%}" if p.get("accuracy") is not None else ""
-        note = (e.get("error") or "; ".join(m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or [])
-                # a technique the format normally gets that this model could not have (e.g. bias correction)
-                or "; ".join(n for n in e.get("notes") or [] if "not applied" in n or "skipped" in n))
+        # a failure, every mismatch, and a technique the format normally gets that this model could not have
+        # (e.g. bias correction): the last often explains the others
+        note = e.get("error") or "; ".join(
+            [m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or []]
+            + [n for n in e.get("notes") or [] if "not applied" in n or "skipped" in n])
         t.add_row(e["symbol"], e["format"], fmt_size(e.get("size_bytes")), _parity_text(e), acc,
                   f"{e.get('convert_seconds', 0):.1f} s", escape(note))  # notes quote e.g. 'edgekit-runtime[onnx]'
 
