@@ -161,6 +161,11 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
             calib = cal.calibration_images(dataset.train.x, dataset.train.y, cfg.calib_samples, seed, source.spec,
                                            source.labels)
         val = cal.validation_images(dataset, cfg.val_samples, seed, source.spec, source.labels)
+        short = [f"{what} {len(got):,} of {asked:,} asked" for what, got, asked in
+                 (("calibration", calib, cfg.calib_samples), ("validation", val, cfg.val_samples))
+                 if got is not None and len(got) < asked]
+        if short:
+            console.print(f"note: the data has fewer images than asked; using {', '.join(short)}.", highlight=False)
     ref = reference(source.model, val)
     _warn_if_not_probabilities(ref.probs)
     train_split = None if not dataset.labeled else \

@@ -85,6 +85,7 @@ def test_a_keras3_model_converts_runs_and_benchmarks(name, formats, keras3, tiny
     assert result.exit_code == 0, result.output   # every format it supports (the default set: all but QAT) ✅
     made = FORMATS.split(",") if formats == FORMATS else DEFAULT_FORMATS
     assert f"source: Keras {truth['keras']}" in result.output and f"{len(made)}/{len(made)} validated" in result.output
+    assert "using calibration 42 of 500 asked, validation 24 of 1,000 asked" in " ".join(result.output.split())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["saved_by"].startswith(f"Keras {truth['keras']} ")
     notes = {e["format"]: e.get("notes") or [] for e in manifest["artifacts"]}
