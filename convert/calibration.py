@@ -84,10 +84,10 @@ def load_images(source, data: Optional[str] = None) -> Dataset:
                 dataset = read_unlabeled(data, source.spec.size)
     except EdgeError as exc:
         raise EdgeError(f"calibration data: {exc} Pass --data PATH to use other images.") from None
+    if dataset.bad_files:
+        console.print(f"[yellow]skipped[/] {len(dataset.bad_files)} unreadable image(s), e.g. {dataset.bad_files[0]}",
+                      highlight=False, soft_wrap=True)
     if not dataset.labeled:
-        if dataset.bad_files:
-            console.print(f"[yellow]skipped[/] {len(dataset.bad_files)} unreadable image(s), e.g. {dataset.bad_files[0]}",
-                          highlight=False, soft_wrap=True)
         return dataset
     _warn_if_changed(source, dataset, data)
     missing = sorted(set(dataset.class_names) - set(source.labels))

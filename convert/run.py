@@ -52,6 +52,7 @@ class ConvertConfig:
     qat_lr: float = 1e-4
     select_tf_ops: bool = False
     seed: Optional[int] = None                     # None: the run's seed (42 for other models)
+    skip_bad: bool = False                         # go on without unreadable images (a run's own config may say so)
     threads: Optional[int] = None                  # validation inference threads (None: all available)
 
 
@@ -138,6 +139,8 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     formats = resolve_formats(cfg.formats, io=cfg.io, opset=cfg.opset)  # cheap checks before loading anything
     _check_numbers(cfg)
     source = open_source(cfg)
+    if cfg.skip_bad:
+        source.data_options["skip_bad"] = True
     if source.kind == "onnx" and cfg.formats in (None, "default"):
         # the default set is what this kind of source can give; naming a TFLite format gets its ❌ row and reason
         formats = [f for f in formats if f.unsupported_reason("onnx") is None]

@@ -161,6 +161,7 @@ def convert(
     select_tf_ops: bool = typer.Option(False, "--select-tf-ops", help="Let TFLite use TensorFlow kernels (SELECT_TF_OPS) "
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
 ):
     """Export TFLite and ONNX artifacts and validate each against the source model (writes RUN_DIR/export/).
 
@@ -173,7 +174,7 @@ def convert(
                             scale=parse_numbers(scale, "--scale"), offset=parse_numbers(offset, "--offset"),
                             mean=parse_numbers(mean, "--mean"), std=parse_numbers(std, "--std"),
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
-                            select_tf_ops=select_tf_ops, seed=seed)
+                            select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad)
         report = run_convert(cfg)
     except EdgeError as exc:
         _fail(exc)

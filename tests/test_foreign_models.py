@@ -295,3 +295,16 @@ def test_bad_onnx_input_is_one_line(case, message, tiny_folder, tmp_path):
                                       "--data", str(tiny_folder), "--out", str(tmp_path / "e")])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "e").exists()
+
+
+def test_labelled_data_with_an_unreadable_image_stops_or_goes_on_with_skip_bad(keras3, tiny_folder, tmp_path):
+    import shutil
+    data = Path(shutil.copytree(tiny_folder, tmp_path / "data"))
+    (data / "train" / "red" / "broken.jpg").write_bytes(b"not a jpeg")
+    args = ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"), "--scale", "1",
+            "--offset", "0", "--data", str(data), "--formats", "onnx-fp32", "--out", str(tmp_path / "e")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "pass --skip-bad" in result.output and not (tmp_path / "e").exists()
+    result = CliRunner().invoke(app, args + ["--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image(s)" in " ".join(result.output.split())
