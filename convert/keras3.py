@@ -33,6 +33,8 @@ if not hasattr(model, "export"):
     print(json.dumps({"error": f"it holds a {type(model).__name__}, not a model", "keras": keras.__version__}))
     sys.exit(3)
 model.export(dst, format="tf_saved_model", verbose=False)
+DUMP
+dump_graph(model, dst)
 print(json.dumps({"keras": keras.__version__, "backend": keras.backend.backend(), "name": model.name}))
 """
 
@@ -42,7 +44,7 @@ _MISSING_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 def to_saved_model(path: Path, digest: str, cache_dir: Optional[str] = None) -> Tuple[Path, dict]:
     """(SavedModel directory, {"keras": version, ...}) for a Keras 3 model file; built once per file content."""
     root = cache.cache_root("keras3", cache_dir)
-    entry = root / digest[:32]
+    entry = root / f"{digest[:32]}-v2"   # v2: with the graph and weights for keras3_rebuild
     info_file = entry / "edgekit-keras3.json"
     if info_file.is_file() and (entry / "saved_model.pb").is_file():
         return entry, json.loads(info_file.read_text())
@@ -51,7 +53,9 @@ def to_saved_model(path: Path, digest: str, cache_dir: Optional[str] = None) -> 
     try:
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         try:
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(staging / "model")], env=env,
+            from edgekit.convert.keras3_rebuild import CHILD_DUMP
+            child = _CHILD.replace("DUMP", CHILD_DUMP)
+            proc = subprocess.run([sys.executable, "-c", child, str(path), str(staging / "model")], env=env,
                                   capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise EdgeError(f"loading {path.name} in Keras 3 took over {EXPORT_TIMEOUT} s; gave up.") from None

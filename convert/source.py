@@ -84,9 +84,14 @@ def load_any_model(path: Path) -> tuple:
     version = _keras_version_of(path)
     if version and version.startswith("3"):
         from edgekit.convert.keras3 import to_saved_model
+        from edgekit.convert.keras3_rebuild import rebuilt_or_none
         saved, info = to_saved_model(path, file_digest(path))
-        return (_wrap_saved_model(saved, path.name),
-                f"Keras {info['keras']} (exported to a SavedModel in a Keras 3 process; {info.get('backend')} backend)")
+        wrapped = _wrap_saved_model(saved, path.name)
+        rebuilt, how = rebuilt_or_none(saved, wrapped)
+        if rebuilt is not None:  # real tf_keras layers: bias correction and QAT apply
+            return rebuilt, f"Keras {info['keras']} (rebuilt as tf_keras layers in this process; {how})"
+        return wrapped, (f"Keras {info['keras']} (exported to a SavedModel in a Keras 3 process; {info.get('backend')} "
+                         f"backend; not rebuilt as tf_keras layers: {how})")
     return _load(path), f"tf_keras {version}" if version else "tf_keras"
 
 

@@ -60,6 +60,12 @@ class Doubler(keras.layers.Layer):
 i = keras.Input((32, 32, 3))
 keras.Model(i, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(Doubler()(i)))).save(
     out / "custom.keras")
+
+# a model inside a model: edgekit does not rebuild it as tf_keras layers, it wraps the SavedModel
+inner = keras.Sequential([keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D()])
+i = keras.Input((32, 32, 3))
+keras.Model(i, keras.layers.Dense(3, activation="softmax")(inner(keras.layers.Rescaling(1 / 255)(i)))).save(
+    out / "nested.keras")
 """
 
 
@@ -87,9 +93,11 @@ def test_a_keras3_model_converts_runs_and_benchmarks(name, formats, keras3, tiny
     assert f"source: Keras {truth['keras']}" in result.output and f"{len(made)}/{len(made)} validated" in result.output
     assert "using calibration 42 of 500 asked, validation 24 of 1,000 asked" in " ".join(result.output.split())
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["source"]["saved_by"].startswith(f"Keras {truth['keras']} ")
+    # rebuilt as tf_keras layers (checked against its SavedModel), so int8 gets its bias correction
+    assert manifest["source"]["saved_by"].startswith(f"Keras {truth['keras']} (rebuilt as tf_keras layers")
     notes = {e["format"]: e.get("notes") or [] for e in manifest["artifacts"]}
-    assert any("bias correction not applied" in n for n in notes["tflite-int8"])   # said, not silently skipped
+    assert any(n.startswith("bias correction on ") and not n.startswith("bias correction on 0 ")
+               for n in notes["tflite-int8"]), notes
 
     for fmt in ("tflite-fp32", "onnx-fp32"):   # the runtime answers as Keras 3 does, image by image
         clf = Classifier.load(out, format=fmt)
@@ -114,13 +122,17 @@ def test_a_keras3_model_with_a_missing_custom_layer_names_it(keras3, tiny_folder
     assert not (tmp_path / "x").exists()
 
 
-def test_qat_of_a_keras3_model_is_a_row_with_its_reason(keras3, tiny_folder, tmp_path):
-    result = CliRunner().invoke(app, ["convert", str(keras3 / "k3.keras"), "--labels", str(keras3 / "labels.txt"),
+def test_a_keras3_model_that_is_not_rebuilt_is_wrapped_and_says_what_it_loses(keras3, tiny_folder, tmp_path):
+    result = CliRunner().invoke(app, ["convert", str(keras3 / "nested.keras"), "--labels", str(keras3 / "labels.txt"),
                                       "--scale", "1", "--offset", "0", "--data", str(tiny_folder),
-                                      "--formats", "tflite-qat,onnx-fp32", "--out", str(tmp_path / "x")])
+                                      "--formats", "tflite-int8,tflite-qat,onnx-fp32", "--out", str(tmp_path / "x")])
     assert result.exit_code == 3, result.output
-    entries = {e["format"]: e for e in json.loads((tmp_path / "x" / "manifest.json").read_text())["artifacts"]}
-    assert entries["onnx-fp32"]["status"] == "passed"
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert "not rebuilt as tf_keras layers: layer 'sequential' is a Sequential" in manifest["source"]["saved_by"]
+    entries = {e["format"]: e for e in manifest["artifacts"]}
+    assert entries["onnx-fp32"]["status"] == "passed" and entries["tflite-int8"]["status"] != "failed"  # untrained
+    assert any("bias correction not applied" in n for n in entries["tflite-int8"]["notes"])   # said, not silent
+    assert "bias correction not applied" in " ".join(result.output.split())                  # in the table too
     assert entries["tflite-qat"]["status"] == "failed" and "QAT needs the model's own tf_keras layers" in \
         entries["tflite-qat"]["error"]
 
