@@ -148,17 +148,27 @@ def recommendations(report: dict, budget: Budget = Budget()) -> List[dict]:
 
 
 def _judge(row: dict, path: str, rep: dict, ref_top1: Optional[float], b: Budget) -> Candidate:
-    top1 = num(as_dict(row.get("accuracy")).get("top1"))
+    acc = as_dict(row.get("accuracy"))
+    top1, agreement = num(acc.get("top1")), num(acc.get("agreement"))
+    # benchmarked on images without labels: the share of images where it disagrees with the reference bounds
+    # how far its accuracy can differ from the reference's, so it stands in for the accuracy drop
+    unlabelled = top1 is None and acc.get("labelled") is False and agreement is not None
     size, ram = num(row.get("size_bytes")), num(as_dict(row.get("memory")).get("peak_rss_mb"))
     c = Candidate(str(row.get("name")), str(row.get("device")), str(path), rep.get("run_dir"),
                   row.get("symbol") or SYMBOLS.get(row.get("status"), "?"), value_ms=metric_ms(row, b.metric),
-                  top1=top1, drop_pp=None if top1 is None or ref_top1 is None else round((ref_top1 - top1) * 100, 3),
+                  top1=top1, drop_pp=round((1 - agreement) * 100, 3) if unlabelled else
+                  None if top1 is None or ref_top1 is None else round((ref_top1 - top1) * 100, 3),
                   size_mb=None if size is None else size / 1e6, ram_mb=ram,
                   file=str(Path(rep.get("export_dir") or "") / row["file"]) if row.get("file") else None)
     if row.get("status") != PASSED:
         c.why = f"{c.symbol} did not pass: {row.get('reason') or row.get('status')}"
     elif c.drop_pp is None:
         c.why = "no accuracy against the reference in its report (bench with labelled test images)"
+    elif unlabelled and c.drop_pp > b.max_accuracy_drop_pp + 1e-9:
+        c.why = (f"too far from the reference: disagrees on {c.drop_pp:.2f} % of the unlabelled images, which bounds "
+                 f"its accuracy change (limit {b.max_accuracy_drop_pp:g} pp)")
+    elif unlabelled and b.min_accuracy_pct is not None:
+        c.why = "--min-accuracy needs labelled images; this report has none (agreement only)"
     elif c.drop_pp > b.max_accuracy_drop_pp + 1e-9:
         c.why = f"too inaccurate: top-1 {top1:.2%} is {c.drop_pp:.2f} pp below the reference (limit {b.max_accuracy_drop_pp:g} pp)"
     elif b.min_accuracy_pct is not None and top1 * 100 < b.min_accuracy_pct - 1e-9:

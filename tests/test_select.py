@@ -91,3 +91,26 @@ def test_bench_report_html_marks_the_recommendation():
     assert "★ Recommended: tflite-int8</b>" in html
     assert html.count('class="name recommended"') == 1 and "★ tflite-int8" in html
     assert "Recommended" not in render_html(make_report())
+
+
+def test_unlabelled_reports_budget_by_disagreement(tmp_path):
+    """Without labels, 1 - agreement (which bounds the accuracy change) stands in for the accuracy drop."""
+    report = make_report()
+    for row in report["rows"]:
+        acc = row.get("accuracy")
+        if acc:
+            row["accuracy"] = {"images": acc.get("images", 100), "top1": None, "top5": None, "labelled": False,
+                               "agreement": acc.get("agreement", 1.0)}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    strict = select([path], Budget(max_accuracy_drop_pp=0.0))
+    loose = select([path], Budget(max_accuracy_drop_pp=100.0))
+    assert loose.best is not None and loose.best.top1 is None
+    assert loose.best.drop_pp == pytest.approx((1 - next(
+        r for r in report["rows"] if r["name"] == loose.best.artifact)["accuracy"]["agreement"]) * 100, abs=1e-3)
+    why = {c.artifact: c.why for c in strict.candidates}
+    disagreeing = [c for c in strict.candidates if c.drop_pp and c.drop_pp > 0 and c.symbol == "✅"]
+    assert disagreeing and all(why[c.artifact].startswith("too far from the reference: disagrees on")
+                               for c in disagreeing)
+    floor = select([path], Budget(max_accuracy_drop_pp=100.0, min_accuracy_pct=50))
+    assert floor.best is None and "needs labelled images" in floor.candidates[0].why
