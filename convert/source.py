@@ -190,6 +190,22 @@ def run_data_options(cfg, same: bool = True) -> dict:
                 use_cache=cfg.data_cache, cache_dir=cfg.cache_dir)
 
 
+def _byo_data_options(seed: int) -> dict:
+    """load_dataset's options for a model brought without a run: the data's own test split, or 10 % of it."""
+    return dict(val_fraction=0.1, test_fraction=0.1, seed=seed)
+
+
+def _given_spec(size: Sequence[int], scale: Sequence[float], offset: Sequence[float], channel_order: str,
+                name: str, layout: str = "NHWC") -> PreprocessSpec:
+    """The preprocessing given on the command line, or one EdgeError line."""
+    try:
+        return PreprocessSpec(height=int(size[0]), width=int(size[1]), scale=_per_channel(scale, "scale"),
+                              offset=_per_channel(offset, "offset"), channel_order=channel_order, layout=layout,
+                              notes=f"given on the command line for {name}")
+    except SpecError as exc:
+        raise EdgeError(str(exc)) from None
+
+
 def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequence[float],
                offset: Sequence[float], labels_file: Optional[Path], data: Optional[str],
                channel_order: str = "RGB", seed: int = 42) -> Source:
@@ -206,17 +222,11 @@ def open_model(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequen
             input_size = shape[1:3]  # the model says it; --input-size only needs to agree
         else:
             raise EdgeError(f"{path.name} accepts any image size: pass --input-size H W.")
-    try:
-        spec = PreprocessSpec(height=int(input_size[0]), width=int(input_size[1]), scale=_per_channel(scale, "scale"),
-                              offset=_per_channel(offset, "offset"), channel_order=channel_order,
-                              notes=f"given on the command line for {path.name}")
-    except SpecError as exc:
-        raise EdgeError(str(exc)) from None
+    spec = _given_spec(input_size, scale, offset, channel_order, path.name)
     check_fits(model, spec, labels, path.name, byo=True)
     digest = file_digest(path)
     out = path.parent / f"{path.stem if path.is_file() else path.name}-export"
-    return Source("model", path, model, labels, spec, digest, data,
-                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32, out, saved_by)
+    return Source("model", path, model, labels, spec, digest, data, _byo_data_options(seed), seed, 32, out, saved_by)
 
 
 def open_onnx(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequence[float],
@@ -231,15 +241,9 @@ def open_onnx(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequenc
     labels = read_labels(Path(labels_file))
     ref = OnnxReference(path)
     size = size_of(ref, input_size)
-    try:
-        spec = PreprocessSpec(height=size[0], width=size[1], scale=_per_channel(scale, "scale"),
-                              offset=_per_channel(offset, "offset"), channel_order=channel_order, layout=ref.layout,
-                              notes=f"given on the command line for {path.name}")
-    except SpecError as exc:
-        raise EdgeError(str(exc)) from None
+    spec = _given_spec(size, scale, offset, channel_order, path.name, layout=ref.layout)
     check_outputs(ref, size, labels)
-    return Source("onnx", path, ref, labels, spec, file_digest(path), data,
-                  dict(val_fraction=0.1, test_fraction=0.1, seed=seed), seed, 32,
+    return Source("onnx", path, ref, labels, spec, file_digest(path), data, _byo_data_options(seed), seed, 32,
                   path.parent / f"{path.stem}-export", ref.describe())
 
 
@@ -248,15 +252,6 @@ def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Sou
     src = manifest.get("source") or {}
     if src.get("kind") == "run":
         return open_run(Path(src["path"]), data)
-    if src.get("kind") == "onnx" and Path(str(src.get("path", ""))).exists():
-        from edgekit.convert.onnx_source import OnnxReference
-        path = Path(src["path"])
-        if src.get("model_sha256") and file_digest(path) != src["model_sha256"]:
-            raise EdgeError(f"{path} changed since {export} was converted from it: convert it again first.")
-        ref = OnnxReference(path)
-        return Source("onnx", path, ref, [str(x) for x in src["labels"]], PreprocessSpec.from_dict(src["preprocess"]),
-                      src["model_sha256"], data or src.get("data"), dict(val_fraction=0.1, test_fraction=0.1, seed=42),
-                      42, 32, export, ref.describe())
     path = Path(str(src.get("path", "")))
     if not src.get("path") or not path.exists():
         raise EdgeError(f"{export} was converted from {path}, which is gone; bench needs the source model as its "
@@ -269,12 +264,17 @@ def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Sou
     except (KeyError, TypeError, SpecError) as exc:
         raise EdgeError(f"{export}/manifest.json does not record the source's preprocessing and labels ({exc}); "
                         "convert it again.") from None
-    model, saved_by = load_any_model(path)
-    check_fits(model, spec, labels, path.name, byo=True)
     if not (data or src.get("data")):
         raise EdgeError(f"{export} was converted without --data: pass --data PATH (images to benchmark on).")
-    return Source("model", path, model, labels, spec, src["model_sha256"], data or src.get("data"),
-                  dict(val_fraction=0.1, test_fraction=0.1, seed=42), 42, 32, export, saved_by)
+    if src.get("kind") == "onnx":
+        from edgekit.convert.onnx_source import OnnxReference
+        model = OnnxReference(path)
+        saved_by = model.describe()
+    else:
+        model, saved_by = load_any_model(path)
+        check_fits(model, spec, labels, path.name, byo=True)
+    return Source(src.get("kind", "model"), path, model, labels, spec, src["model_sha256"], data or src.get("data"),
+                  _byo_data_options(42), 42, 32, export, saved_by)
 
 
 def _per_channel(values: Sequence[float], what: str) -> tuple:

@@ -62,9 +62,13 @@ class _Entry:
     read: Callable[[], bytes]
 
 
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 def _classify_path(parts: Sequence[str]) -> Optional[Tuple[str, str]]:
     """(split, class) of an archive/folder path like [..., 'train', 'cat', 'x.jpg'], or None."""
-    if len(parts) < 3 or parts[-1].startswith(".") or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+    if len(parts) < 3 or not _is_image_name(parts[-1]):
         return None
     if parts[-3] in ("train", "test"):
         return parts[-3], parts[-2]
@@ -86,13 +90,15 @@ def _folder_entries(root: Path) -> List[_Entry]:
     return entries
 
 
-def _tar_entries(path: Path) -> Iterator[_Entry]:
+def _tar_entries(path: Path, classify=None) -> Iterator[_Entry]:
+    """The archive's images that `classify` (default: train|test/<class>/file) places as (split, label)."""
+    classify = classify or _classify_path
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                where = _classify_path(PurePosixPath(member.name).parts)
+                where = classify(PurePosixPath(member.name).parts)
                 if where:
                     fh = tar.extractfile(member)
                     blob = fh.read() if fh else b""
@@ -288,25 +294,15 @@ def read_unlabeled(data: str, target: Tuple[int, int]) -> Dataset:
     readable. train and test are the same pool; the caller draws from it."""
     import glob as globbing
     if GLOB_CHARS & set(data):
-        files = sorted(Path(f) for f in globbing.glob(os.path.expanduser(data), recursive=True)
-                       if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES and Path(f).is_file())
-        entries = [_Entry("test", "", str(f), f.read_bytes) for f in files]
+        files = sorted(Path(f) for f in globbing.glob(os.path.expanduser(data), recursive=True) if Path(f).is_file())
+        entries = [_Entry("test", "", str(f), f.read_bytes) for f in files if _is_image_name(f.name)]
     else:
         path = Path(data).expanduser()
         if path.is_dir():
             entries = [_Entry("test", "", str(f), f.read_bytes) for f in sorted(path.rglob("*"))
-                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith(".")]
+                       if _is_image_name(f.name) and f.is_file()]
         elif path.is_file() and _is_tar(path):
-            entries = []
-            try:
-                with tarfile.open(path, "r:*") as tar:
-                    for m in tar:
-                        name = PurePosixPath(m.name)
-                        if m.isfile() and name.suffix.lower() in IMAGE_SUFFIXES and not name.name.startswith("."):
-                            blob = tar.extractfile(m).read()  # type: ignore[union-attr]
-                            entries.append(_Entry("test", "", f"{path.name}:{m.name}", lambda b=blob: b))
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise EdgeError(f"cannot read archive {path}: {exc}.") from None
+            entries = list(_tar_entries(path, lambda parts: ("test", "") if _is_image_name(parts[-1]) else None))
         else:
             raise EdgeError(f"data path {path} does not exist (expected a folder, a .tar/.tar.gz or a glob such as "
                             "'photos/*.jpg').")

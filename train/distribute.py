@@ -100,6 +100,7 @@ class Cluster:
     replicas: int = 1       # in sync, over every worker
     spec: Optional[ClusterSpec] = None
     _gather: object = field(default=None, repr=False)
+    _tmp: Optional[Path] = field(default=None, repr=False)   # a non-chief worker's run directory, removed at the end
 
     @property
     def workers(self) -> int:
@@ -192,9 +193,8 @@ class Cluster:
             return out
         tmp = Path(tempfile.mkdtemp(prefix=f"edgekit-worker{self.index}-"))
         if resume:
-            for name in ("config.yaml",):
-                if (out / name).is_file():
-                    shutil.copy2(out / name, tmp / name)
+            if (out / "config.yaml").is_file():
+                shutil.copy2(out / "config.yaml", tmp / "config.yaml")
             if (out / "checkpoints").is_dir():
                 shutil.copytree(out / "checkpoints", tmp / "checkpoints")
             else:
@@ -204,9 +204,8 @@ class Cluster:
         return tmp
 
     def cleanup(self) -> None:
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def replica_slices(batches, first: int, local: int, batch_size: int, total: int):
@@ -241,6 +240,17 @@ def plain_copy(cluster: "Cluster", model):
         plain.set_weights(weights)
         return plain
     return outside_strategy(build)
+
+
+def load_weights_file(model, path: Path) -> None:
+    """A weights file into a model built under a strategy: tf_keras cannot assign the file's arrays to a
+    strategy's variables directly, so a plain copy outside the strategy reads them."""
+    def read():
+        import tf_keras as keras
+        plain = keras.models.clone_model(model)
+        plain.load_weights(path)
+        return plain.get_weights()
+    model.set_weights(outside_strategy(read))
 
 
 def copy_state(src, dst) -> None:

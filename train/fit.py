@@ -181,14 +181,9 @@ def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int
         model.fit(x, y, epochs=epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps_per_epoch,
                   batch_size=batch_size, callbacks=callbacks, verbose=verbose, shuffle=isinstance(train, tuple))
     if (folder / "best.weights.h5").is_file():
-        if distributed:  # tf_keras cannot load a weights file into a strategy's variables: via a plain copy
-            from edgekit.train.distribute import outside_strategy
-
-            def read():
-                plain = keras.models.clone_model(model)
-                plain.load_weights(folder / "best.weights.h5")
-                return plain.get_weights()
-            model.set_weights(outside_strategy(read))
+        if distributed:
+            from edgekit.train.distribute import load_weights_file
+            load_weights_file(model, folder / "best.weights.h5")
         else:
             model.load_weights(folder / "best.weights.h5")
     state.done = True

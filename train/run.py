@@ -46,14 +46,14 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False, st
         cfg = build_config(Path(out) / "config.yaml", {})
     else:
         out = Path(out or Path("runs") / f"{cfg.hub and 'hub' or cfg.preset}-{datetime.now():%Y%m%d-%H%M%S}")
-        if (Path(out) / "checkpoints").exists() and distribute.choose(cfg.strategy) != "multiworker":
-            raise EdgeError(f"{out} already holds a training run; pass --resume to continue it or choose another --out.")
     kind = distribute.choose(cfg.strategy)
+    if not resume and (Path(out) / "checkpoints").exists():
+        raise EdgeError(f"{out} already holds a training run; pass --resume"
+                        + (" (on every worker) to continue it." if kind == "multiworker" else
+                           " to continue it or choose another --out."))
     if kind == "multiworker" and cfg.time_budget:
         raise EdgeError("time_budget plans the epochs from one machine's speed; under strategy multiworker set "
                         "`epochs` instead (every worker must stop after the same epoch).")
-    if kind == "multiworker" and not resume and (Path(out) / "checkpoints").exists():
-        raise EdgeError(f"{out} already holds a training run; pass --resume (on every worker) to continue it.")
     cluster = distribute.make_cluster(kind, cfg.worker_timeout)  # before any other TensorFlow op
     try:
         return _train(cfg, Path(out), resume, t_start, cluster)

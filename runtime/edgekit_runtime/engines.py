@@ -104,6 +104,10 @@ class Engine:
         np.copyto(buf, x.transpose(0, 3, 1, 2))
         return buf
 
+    def _own_input(self, x: np.ndarray) -> np.ndarray:
+        """`x` as the engine takes it, in an array of its own (an invoker keeps it across calls)."""
+        return np.array(self._native(np.ascontiguousarray(x, dtype=self.input.dtype)))
+
     def _open(self, lib) -> None:
         raise NotImplementedError
 
@@ -202,7 +206,7 @@ class LiteRTEngine(Engine):
         return self._interp.get_tensor(self._out["index"])  # a copy: the arena is reused next call
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
-        self._set_input(np.array(self._native(np.ascontiguousarray(x, dtype=self.input.dtype))))
+        self._set_input(self._own_input(x))
         return self._interp.invoke
 
     def _set_input(self, x: np.ndarray) -> None:
@@ -256,8 +260,7 @@ class OnnxEngine(Engine):
             raise ModelError(f"{self.path.name}: inference failed ({first_line(exc)}).") from None
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
-        x = np.array(self._native(np.ascontiguousarray(x, dtype=self.input.dtype)))  # a copy the feed keeps
-        names, feed = [self.output.name], {self.input.name: x}
+        names, feed = [self.output.name], {self.input.name: self._own_input(x)}
         return lambda: self._session.run(names, feed)
 
     def metadata(self) -> Dict[str, bytes]:
