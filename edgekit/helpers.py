@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+from pathlib import Path
 from typing import Iterable, List, Optional
 
 import numpy as np
@@ -33,3 +35,16 @@ def balanced_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
         picked.extend(int(p[depth]) for p in pools if depth < len(p))
         depth += 1
     return np.array(picked[:n], np.int64)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -58,3 +58,18 @@ def test_bad_yaml_file(tmp_path: Path):
         build_config(f, {})
     with pytest.raises(EdgeError, match="does not exist"):
         build_config(tmp_path / "nope.yaml", {})
+
+
+def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_on_amx(monkeypatch):
+    from edgekit.train import precision
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx512f", "amx_bf16", "amx_tile"])
+    assert precision.choose("auto", from_scratch=True)[0] == "bfloat16"
+    assert precision.choose("auto", from_scratch=False)[0] == "float32"
+    assert precision.choose("auto", from_scratch=True, gpus=1)[0] == "float32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx512f", "avx512_bf16"])  # bfloat16 dot products, no AMX
+    assert precision.choose("auto", from_scratch=True) == ("float32", "this CPU has no AMX bfloat16 units")
+    assert precision.choose("bfloat16", from_scratch=True)[0] == "bfloat16"  # asked for: emulated, but honoured
+    with pytest.raises(EdgeError, match="from-scratch presets"):
+        precision.choose("bfloat16", from_scratch=False)
+    with pytest.raises(EdgeError, match="precision must be one of auto, float32, bfloat16.*Did you mean 'bfloat16'"):
+        build_config(None, {"precision": "bfloat"})

@@ -47,14 +47,14 @@ def test_a_bad_tf_config_is_one_sentence(raw, says):
 
 
 def test_auto_picks_multiworker_only_for_a_cluster_of_several(monkeypatch):
-    monkeypatch.setattr("edgekit.train.distribute._visible_gpus", lambda: 0)
+    monkeypatch.setattr("edgekit.train.distribute.visible_gpus", lambda: 0)
     two = tf_config({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 0})
     one = tf_config({"worker": ["a:1"]}, {"type": "worker", "index": 0})
     assert choose("auto", {"TF_CONFIG": two}) == "multiworker"
     assert choose("auto", {"TF_CONFIG": one}) == "one"
     assert choose("auto", {"TF_CONFIG": "{broken"}) == "multiworker"  # so that its error is shown
     assert choose("auto", {}) == "one"
-    monkeypatch.setattr("edgekit.train.distribute._visible_gpus", lambda: 2)
+    monkeypatch.setattr("edgekit.train.distribute.visible_gpus", lambda: 2)
     assert choose("auto", {}) == "mirrored" and choose("one", {"TF_CONFIG": two}) == "one"
 
 

@@ -283,3 +283,17 @@ def test_evaluate_with_flip_tta_records_beside_the_runs_own_figures(tiny_run, tm
     assert report["tta"] == "flip" and report["images"] == before["images"]
     with pytest.raises(EdgeError, match="--tta must be one of none, flip, not 'rot'"):
         evaluate(run, tta="rot")
+
+
+def test_bfloat16_training_saves_a_float32_model(tiny_folder, tmp_path):
+    run = train(cfg(tiny_folder, preset="resnet8", optimizer="sgd", lr=0.05, ema=0.9, precision="bfloat16"),
+                tmp_path / "run")
+    assert json.loads((run / "metrics.json").read_text())["precision"] == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # the next model in this process is not bfloat16
+    last = keras.models.load_model(run / "checkpoints" / "train" / "last.keras", custom_objects=custom_objects())
+    assert {layer.dtype_policy.name for layer in last.layers if layer.weights} == {"mixed_bfloat16", "float32"}
+    saved = keras.models.load_model(run / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    best = keras.models.clone_model(saved)  # the saved float32 model holds the best (averaged) weights, unrounded
+    best.load_weights(run / "checkpoints" / "train" / "best.weights.h5")
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), best.get_weights()))

@@ -40,7 +40,7 @@ class Probe:
         return {**asdict(self), "input_share": self.input_share}
 
 
-def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2) -> Probe:
+def probe(model, batches: Iterable, infer_batch, steps: int = 16, warmup: int = 2) -> Probe:
     """Time `steps` training steps and the batches feeding them; the model's weights are put back after,
     so the caller recompiles with a fresh optimizer (its schedule depends on the plan)."""
     weights = model.get_weights()
@@ -62,6 +62,8 @@ def probe(model, batches: Iterable, infer_batch, steps: int = 8, warmup: int = 2
         model.predict_on_batch(infer_batch)
     infer = (time.perf_counter() - t) / (2 * len(infer_batch))
     model.set_weights(weights)
+    # 16 steps, not 8: steps come in two speeds on two shared cores (bfloat16 ResNet-8: ~85 ms, and ~150 ms in
+    # runs of up to five), and the median of 8 could land on the slow ones (a 6-epoch plan for 9 epochs' time)
     step = float(np.median(step_times))
     return Probe(step, float(np.median(input_times)), infer, len(step_times), max(0.0, first - step))
 

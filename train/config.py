@@ -56,6 +56,7 @@ class TrainConfig:
     cache_dir: Optional[str] = None   # None = $EDGE_CACHE_DIR or ~/.cache/edgekit
     strategy: str = "auto"            # one | mirrored (local GPUs) | multiworker (TF_CONFIG) | auto (see distribute.choose)
     worker_timeout: float = 120.0     # multiworker: seconds to wait for every worker to join before giving up
+    precision: str = "auto"           # auto (bfloat16 for from-scratch nets on CPUs with AMX) | float32 | bfloat16
     seed: int = 42
 
     def to_dict(self) -> Dict[str, Any]:
@@ -155,6 +156,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.strategy not in STRATEGIES:
         raise EdgeError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}."
                         f"{suggest(cfg.strategy, STRATEGIES)}")
+    from edgekit.train.precision import PRECISIONS
+    if cfg.precision not in PRECISIONS:
+        raise EdgeError(f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}."
+                        f"{suggest(cfg.precision, PRECISIONS)}")
     checks = [
         (cfg.worker_timeout > 0, "worker_timeout must be a positive number of seconds"),
         (0 < cfg.val_fraction < 0.9, "val_fraction must be between 0 and 0.9"),

@@ -268,7 +268,7 @@ def copy_state(src, dst) -> None:
         mine.assign(saved.numpy())
 
 
-def _visible_gpus() -> int:
+def visible_gpus() -> int:
     import tensorflow as tf
     return len(tf.config.list_physical_devices("GPU"))
 
@@ -284,7 +284,7 @@ def choose(kind: str, env: Optional[dict] = None) -> str:
                 return "multiworker"
         except EdgeError:
             return "multiworker"  # so that the malformed TF_CONFIG is reported, not silently ignored
-    return "mirrored" if _visible_gpus() > 1 else "one"
+    return "mirrored" if visible_gpus() > 1 else "one"
 
 
 def make_cluster(kind: str, connect_timeout: float) -> Cluster:

@@ -1,7 +1,6 @@
 """Building models: a backbone (keras.applications, TF Hub or ResNet-8) plus the classification head."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -9,6 +8,7 @@ from typing import Optional
 import tf_keras as keras
 
 from edgekit.errors import EdgeError
+from edgekit.helpers import file_digest  # noqa: F401  (train's callers name it models.file_digest)
 from edgekit.train.presets import Preset
 
 HEAD_NAMES = ("head_dropout", "predictions")
@@ -36,7 +36,9 @@ def resnet8(input_shape, num_classes: int, dropout: float, weight_decay: float) 
         x = keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name=HEAD_NAMES[0])(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_NAMES[1], kernel_regularizer=reg)(x)
+    # float32 probabilities under a bfloat16 policy too: the loss takes their logarithm
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_NAMES[1], kernel_regularizer=reg,
+                                 dtype="float32")(x)
     return keras.Model(inputs, outputs, name="resnet8")
 
 
@@ -128,17 +130,6 @@ def set_backbone_trainable(backbone, top_layers: int) -> None:
     cut = 0 if top_layers <= 0 else max(0, len(layers) - top_layers)
     for i, layer in enumerate(layers):
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 @keras.utils.register_keras_serializable(package="edgekit")

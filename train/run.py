@@ -13,7 +13,7 @@ import tf_keras as keras
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.signals import sigterm_as_interrupt
-from edgekit.train import distribute, models, teacher
+from edgekit.train import distribute, models, precision, teacher
 from edgekit.train.config import TrainConfig, build_config
 from edgekit.train.data import Split, load_dataset
 from edgekit.train.pipeline import predict_images
@@ -85,14 +85,19 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
     for line in data.bad_files:
         console.print(f"[yellow]skipped[/] {line}")
     print_counts(data)
+    chosen, why = precision.choose(cfg.precision, preset.from_scratch and not cfg.hub, distribute.visible_gpus())
+    console.print(precision.describe(chosen, why), highlight=False)
     s = Session(cfg, spec, data, run, weights, t_start, resume, cluster, verbose=1 if sys.stdout.isatty() else 2,
+                precision=chosen,
                 info={"data_seconds": time.perf_counter() - t0, "data_cache_hit": data.cache_hit,
-                      "feature_cache_hit": None, "features_seconds": None})
+                      "feature_cache_hit": None, "features_seconds": None, "precision": chosen})
     run.write_start(cfg, spec, data)
     try:
+        build = lambda: models.build(preset, spec.height, s.num_classes, weights=weights, hub=cfg.hub,  # noqa: E731
+                                     alpha=cfg.alpha, dropout=cfg.dropout, weight_decay=cfg.weight_decay)
         with sigterm_as_interrupt(), cluster.scope():
-            built = models.build(preset, spec.height, s.num_classes, weights=weights, hub=cfg.hub, alpha=cfg.alpha,
-                                 dropout=cfg.dropout, weight_decay=cfg.weight_decay)
+            with precision.policy(s.precision):
+                built = build()
             if built.backbone is None:
                 model = _from_scratch(s, built.model)
             elif cfg.fine_tune_from:
@@ -106,6 +111,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
         raise distribute.WorkerLost(f"lost contact with another worker (TensorFlow: {type(exc).__name__}); "
                                     f"the last finished epoch is saved in {out}: restart every worker with "
                                     f"`edge train --out {out} --resume`.") from None
+    model = precision.float32_model(model, lambda: build().model, s.precision)
     fingerprint = cluster.check_same_weights(model)
     s.info["strategy"] = {**cluster.to_dict(cfg.batch_size), "weights_fingerprint": fingerprint}
     if cluster.kind != "one":

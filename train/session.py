@@ -37,6 +37,7 @@ class Session:
     resumed: bool
     cluster: distribute.Cluster = field(default_factory=lambda: distribute.Cluster("one"))
     verbose: int = 2
+    precision: str = "float32"  # what the layers compute in (precision.choose); the saved model is float32
     info: Dict[str, object] = field(default_factory=dict)
     phases: Dict[str, PhaseState] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .engines import ENGINES
 
@@ -33,6 +33,12 @@ def _cpuinfo() -> Dict[str, str]:
         if sep and key.strip() not in fields:
             fields[key.strip()] = value.strip()
     return fields
+
+
+def cpu_flags() -> List[str]:
+    """The CPU's feature flags (x86 `flags`, Arm `Features`), empty where /proc/cpuinfo has none."""
+    info = _cpuinfo()
+    return (info.get("flags") or info.get("Features") or "").split()
 
 
 def cpu_model() -> Optional[str]:
