@@ -13,9 +13,10 @@ from typing import Dict, List, Tuple
 from edgekit.benchmarks.report.fields import headline_entry
 from edgekit.benchmarks.report.rows import PASSED, load_report
 from edgekit.errors import EdgeError
+from edgekit.benchmarks.report.schema import Report
 
 
-def compare(report: dict, baseline: Path, max_accuracy_drop: float, max_latency_growth: float,
+def compare(report: Report, baseline: Path, max_accuracy_drop: float, max_latency_growth: float,
             complete: bool = True) -> dict:
     """`complete`: every artifact was benchmarked, so a row the baseline has and this report lacks is a loss."""
     try:

@@ -16,6 +16,7 @@ from edgekit.benchmarks.report.fields import as_dict, headline_entry, num, rows_
 from edgekit.benchmarks.report.rows import load_report
 from edgekit.convert.manifest import PASSED, SYMBOLS
 from edgekit.errors import EdgeError
+from edgekit.benchmarks.report.schema import Report, Row
 
 # metric name → (what it is, how to read it from a row, unit)
 METRICS = {
@@ -90,7 +91,7 @@ def report_path(source: Path) -> Path:
     return source
 
 
-def metric_ms(row: dict, metric: str) -> Optional[float]:
+def metric_ms(row: Row, metric: str) -> Optional[float]:
     if metric == "cold":
         s = num(as_dict(row.get("cold")).get("cold_start_s"))
         return None if s is None else s * 1e3
@@ -136,7 +137,7 @@ def select_in(reports: Sequence[Tuple[str, dict]], budget: Budget, device: Optio
     return out
 
 
-def recommendations(report: dict, budget: Budget = Budget()) -> List[dict]:
+def recommendations(report: Report, budget: Budget = Budget()) -> List[dict]:
     """For a fresh bench report: per device, the artifact `edge select` picks with the default budget."""
     out = []
     for device in devices_of([("", report)]):
@@ -147,7 +148,7 @@ def recommendations(report: dict, budget: Budget = Budget()) -> List[dict]:
     return out
 
 
-def _judge(row: dict, path: str, rep: dict, ref_top1: Optional[float], b: Budget) -> Candidate:
+def _judge(row: Row, path: str, rep: dict, ref_top1: Optional[float], b: Budget) -> Candidate:
     acc = as_dict(row.get("accuracy"))
     top1, agreement = num(acc.get("top1")), num(acc.get("agreement"))
     # benchmarked on images without labels: the share of images where it disagrees with the reference bounds

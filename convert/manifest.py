@@ -5,13 +5,12 @@ lists), so the manifest describes what was written rather than what was asked fo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, TypedDict
 
 import numpy as np
 from rich.markup import escape
@@ -19,7 +18,7 @@ from rich.table import Table
 
 from edgekit.convert.export import Exported
 from edgekit.errors import EdgeError
-from edgekit.helpers import fmt_size
+from edgekit.helpers import file_digest, fmt_size
 from edgekit_runtime.artifacts import MANIFEST_FILE
 from edgekit_runtime.native import first_line
 from edgekit.status import LEGEND, SYMBOLS, Status
@@ -34,19 +33,56 @@ ENGINE_TOOLS = {"litert": ("tensorflow", "tf_keras", "ai-edge-litert"),
                 "onnx": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
 
 
+class Tensor(TypedDict):
+    name: str
+    shape: List[Optional[int]]      # None: a dynamic dimension
+    dtype: str
+    quantization: Optional[dict]    # {scale: [...], zero_point: [...]} for quantized TFLite tensors
+
+
+class ArtifactEntry(TypedDict, total=False):
+    """One format in manifest.json (schema version 1): what was asked, what was written, how it validated."""
+    format: str                     # the formats table's name (tflite-int8 …)
+    file: Optional[str]             # None when the export failed
+    status: str                     # edgekit.status.Status value
+    symbol: str
+    engine: str
+    summary: str
+    options: dict
+    tolerance: dict
+    convert_seconds: float
+    tools: Dict[str, str]           # package versions that made it
+    error: str                      # export failed: why (and nothing below)
+    size_bytes: int
+    sha256: str
+    inputs: List[Tensor]            # read back from the file
+    outputs: List[Tensor]
+    ops: Dict[str, int]
+    opset: Dict[str, int]           # ONNX only
+    embedded_metadata: List[str]
+    inspect_error: str
+    validation_engine: str
+    parity: Optional[dict]          # Parity.to_dict(): agreement, max/mean |Δ|, accuracy and its change
+    mismatches: List[dict]          # every check outside its tolerance
+    notes: List[str]                # techniques applied or not (bias correction, QAT …)
+
+
+class Manifest(TypedDict):
+    schema_version: int
+    created: str
+    source: dict                    # the model converted: path, kind, sha256, labels, preprocess, data
+    settings: dict
+    calibration: Optional[dict]
+    validation: Optional[dict]
+    platform: dict
+    artifacts: List[ArtifactEntry]
+
+
 def tool_versions(fmt: Format) -> Dict[str, str]:
     names = list(ENGINE_TOOLS.get(fmt.engine, ())) + list(COMMON_TOOLS)
     if fmt.options.get("qat"):
         names.append("tensorflow-model-optimization")
     return package_versions(names)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _quant(scales, zero_points) -> Optional[dict]:
@@ -99,11 +135,12 @@ def status_of(exported: Exported, validation: Optional[FormatValidation]) -> str
     return PASSED if validation is not None and validation.passed else OUTSIDE
 
 
-def artifact_entry(exported: Exported, validation: Optional[FormatValidation], file_path: Optional[Path] = None) -> dict:
+def artifact_entry(exported: Exported, validation: Optional[FormatValidation],
+                   file_path: Optional[Path] = None) -> ArtifactEntry:
     """One manifest entry; `file_path` is where the file is now (it may have been moved from staging)."""
     fmt = exported.fmt
     status = status_of(exported, validation)
-    entry = {"format": fmt.name, "file": fmt.file_name if exported.ok else None, "status": status,
+    entry: ArtifactEntry = {"format": fmt.name, "file": fmt.file_name if exported.ok else None, "status": status,
              "symbol": SYMBOLS[status], "engine": fmt.engine, "summary": fmt.summary, "options": dict(fmt.options),
              "tolerance": fmt.tolerance.to_dict(), "convert_seconds": round(exported.seconds, 3),
              "tools": tool_versions(fmt)}
@@ -111,7 +148,7 @@ def artifact_entry(exported: Exported, validation: Optional[FormatValidation], f
         entry["error"] = exported.error
         return entry
     path = Path(file_path or exported.path)
-    entry.update(size_bytes=path.stat().st_size, sha256=sha256(path))
+    entry.update(size_bytes=path.stat().st_size, sha256=file_digest(path))
     try:
         entry.update(inspect_tflite(path) if fmt.suffix == ".tflite" else inspect_onnx(path))
     except Exception as exc:  # inspection is descriptive; a failure here must not hide the parity result
@@ -125,15 +162,15 @@ def artifact_entry(exported: Exported, validation: Optional[FormatValidation], f
     return entry
 
 
-def build(source: dict, calibration: Optional[dict], validation: Optional[dict], entries: List[dict],
-          settings: dict) -> dict:
+def build(source: dict, calibration: Optional[dict], validation: Optional[dict], entries: List[ArtifactEntry],
+          settings: dict) -> Manifest:
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": source, "settings": settings, "calibration": calibration, "validation": validation,
             "platform": {"python": platform.python_version(), "machine": platform.machine()},
             "artifacts": entries}
 
 
-def merge(previous: Optional[dict], current: dict, out_dir: Path) -> dict:
+def merge(previous: Optional[Manifest], current: Manifest, out_dir: Path) -> Manifest:
     """Keep earlier entries of formats not converted this time, if they belong to the same model and still exist."""
     if not previous or previous.get("source", {}).get("model_sha256") != current["source"]["model_sha256"]:
         return current
@@ -145,7 +182,7 @@ def merge(previous: Optional[dict], current: dict, out_dir: Path) -> dict:
     return {**current, "artifacts": sorted(kept + current["artifacts"], key=lambda e: order.get(e["format"], len(order)))}
 
 
-def _parity_text(entry: dict) -> str:
+def _parity_text(entry: ArtifactEntry) -> str:
     p = entry.get("parity")
     if not p:
         return ""
@@ -157,7 +194,7 @@ def _parity_text(entry: dict) -> str:
     return f"max {p['max_abs_diff']:.1e} · mean {p['mean_abs_diff']:.1e}"
 
 
-def table(entries: List[dict], title: str = "") -> Table:
+def table(entries: List[ArtifactEntry], title: str = "") -> Table:
     t = Table(title=title or None, title_justify="left", caption=LEGEND, caption_justify="left")
     t.add_column("status", justify="center", no_wrap=True)
     t.add_column("format", no_wrap=True)
@@ -180,7 +217,7 @@ def table(entries: List[dict], title: str = "") -> Table:
     return t
 
 
-def read_manifest(export: Path, fix: str = "edge convert") -> dict:
+def read_manifest(export: Path, fix: str = "edge convert") -> Manifest:
     """An export directory's manifest.json, the one reader of it: a dict with an `artifacts` list, or one
     sentence that ends with the command that makes a new one (`fix`)."""
     path = Path(export) / MANIFEST_FILE
@@ -192,4 +229,14 @@ def read_manifest(export: Path, fix: str = "edge convert") -> dict:
         raise EdgeError(f"{path} is not valid JSON ({exc}); rerun `{fix}`.") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
         raise EdgeError(f"{path} lists no artifacts; rerun `{fix}`.")
+    if not all(isinstance(e, dict) and e.get("format") and e.get("status") for e in manifest["artifacts"]):
+        raise EdgeError(f"{path} has an artifact entry without a format or status; rerun `{fix}`.")
     return manifest
+
+
+def locate_export(path: Path) -> "tuple[Path, Manifest]":
+    """(export directory, its manifest) for a run directory (its export/) or an export directory itself (a
+    model brought to `edge convert --out DIR`): what bench and pack both take."""
+    path = Path(path)
+    export = path if (path / MANIFEST_FILE).is_file() else path / "export"
+    return export, read_manifest(export, f"edge convert {path}")

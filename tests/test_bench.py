@@ -99,6 +99,40 @@ def test_three_reports_written_and_markdown_tables_line_up(result):
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2
 
 
+# The schemas, pinned: a key added, dropped or renamed here is a schema change. Bump SCHEMA_VERSION (and
+# the readers' checks) in benchmarks/report/schema.py or convert/manifest.py, and change these lists with it.
+REPORT_KEYS = ["command", "comparison", "created", "devices", "export_dir", "labels", "recommendation", "rows",
+               "run_dir", "schema_version", "settings", "test_set"]
+ROW_KEYS = ["accuracy", "cold", "convert", "device", "engine", "file", "headline", "input", "kind", "latency", "macs",
+            "memory", "name", "reason", "size_bytes", "status", "summary", "symbol"]
+ACCURACY_KEYS = ["agreement", "confusion_matrix", "convert_check", "images", "macro_f1", "per_class", "seconds",
+                 "top1", "top5"]   # + "labelled" (False) for images without labels
+DEVICE_KEYS = ["fingerprint", "health_after", "health_before", "host", "id", "images", "seconds"]
+MANIFEST_KEYS = ["artifacts", "calibration", "created", "platform", "schema_version", "settings", "source", "validation"]
+ENTRY_KEYS = ["convert_seconds", "embedded_metadata", "engine", "file", "format", "inputs", "mismatches", "ops",
+              "options", "outputs", "parity", "sha256", "size_bytes", "status", "summary", "symbol", "tolerance",
+              "tools", "validation_engine"]
+ENTRY_SOMETIMES = ["error", "inspect_error", "notes", "opset"]  # a failed export; inspection failed; notes; ONNX
+
+
+def test_report_and_manifest_schemas_are_pinned(result, run_dir):
+    from edgekit.benchmarks.report import schema
+    from edgekit.convert import manifest as mf
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert report["schema_version"] == schema.SCHEMA_VERSION == 1
+    assert sorted(report) == REPORT_KEYS == sorted(schema.Report.__annotations__)
+    assert sorted(set().union(*report["rows"])) == ROW_KEYS == sorted(schema.Row.__annotations__)
+    assert sorted(set().union(*(r["accuracy"] for r in report["rows"]))) == ACCURACY_KEYS
+    assert sorted(schema.Accuracy.__annotations__) == sorted(ACCURACY_KEYS + ["labelled"])
+    assert sorted(report["devices"][0]) == DEVICE_KEYS == sorted(schema.Device.__annotations__)
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert manifest["schema_version"] == mf.SCHEMA_VERSION == 1
+    assert sorted(manifest) == MANIFEST_KEYS == sorted(mf.Manifest.__annotations__)
+    for entry in manifest["artifacts"]:
+        assert set(ENTRY_KEYS) <= set(entry) <= set(ENTRY_KEYS + ENTRY_SOMETIMES), entry["format"]
+    assert sorted(ENTRY_KEYS + ENTRY_SOMETIMES) == sorted(mf.ArtifactEntry.__annotations__)
+
+
 def test_failing_artifact_is_a_row_not_the_end(run_dir, tmp_path):
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     onnx = run / "export" / "model_onnx-fp32.onnx"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, List, Optional
+from edgekit.benchmarks.report.schema import Report, Row
 
 
 def as_dict(x: Any) -> dict:
@@ -25,16 +26,16 @@ def num(x: Any) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
-def rows_of(report: dict) -> List[dict]:
+def rows_of(report: Report) -> List[dict]:
     return [r for r in as_list(as_dict(report).get("rows")) if isinstance(r, dict)]
 
 
-def latency_entries(row: dict) -> List[dict]:
+def latency_entries(row: Row) -> List[dict]:
     """The measured (not skipped) latency settings of a row."""
     return [e for e in as_list(row.get("latency")) if isinstance(e, dict) and not e.get("skipped")]
 
 
-def headline_entry(row: dict) -> Optional[dict]:
+def headline_entry(row: Row) -> Optional[dict]:
     """The latency entry named by row['headline'], else the first measured one."""
     entries = latency_entries(row)
     head = as_dict(row.get("headline"))

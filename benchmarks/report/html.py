@@ -17,6 +17,7 @@ from edgekit.benchmarks.report.fields import as_dict, as_list, num, rows_of
 from edgekit.benchmarks.report.html_details import artifact_details, recall_overview
 from edgekit.benchmarks.report.html_format import STATUS_TEXT, SYMBOLS, e, f_date, f_num, status_of
 from edgekit.benchmarks.report.html_sections import comparison, device_cards, highlights, plots_section, summary_table
+from edgekit.benchmarks.report.schema import Report, Row
 
 
 # --------------------------------------------------------------------------------------- the page
@@ -110,7 +111,7 @@ footer { margin-top: 40px; padding-top: 12px; border-top: 1px solid var(--line);
 """
 
 
-def render_html(report: dict) -> str:
+def render_html(report: Report) -> str:
     report = as_dict(report)
     rows = rows_of(report)
     devices = [d for d in as_list(report.get("devices")) if isinstance(d, dict)]
@@ -139,7 +140,7 @@ def render_html(report: dict) -> str:
     return "\n".join(p for p in parts if p) + "\n"
 
 
-def write_html(report: dict, path: Path) -> None:
+def write_html(report: Report, path: Path) -> None:
     write_text(Path(path), render_html(report))
 
 
@@ -153,7 +154,7 @@ def _list_text(v: Any) -> str:
     return ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else "" if v is None else str(v)
 
 
-def _header(report: dict, rows: List[dict]) -> str:
+def _header(report: Report, rows: List[Row]) -> str:
     s = as_dict(report.get("settings"))
     ts = as_dict(report.get("test_set"))
     bits = []
@@ -194,7 +195,7 @@ def _header(report: dict, rows: List[dict]) -> str:
             + "</header>")
 
 
-def _footer(report: dict) -> str:
+def _footer(report: Report) -> str:
     bits = []
     if report.get("command"):
         bits.append(f"Command <code>{e(report.get('command'))}</code>")

@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple
 from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, num, stat
 from edgekit.benchmarks.report.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size, status_of,
                                             table, td)
+from edgekit.benchmarks.report.schema import Report, Row
 
 KINDS = ("bare", "run", "e2e")
 KIND_TEXT = {"bare": "bare invoke()", "run": "runtime predict()", "e2e": "end to end"}
@@ -39,14 +40,14 @@ def _delta_heat(pp: float) -> str:
 BLUE, RED, GREEN = (9, 105, 218), (207, 34, 46), (26, 127, 55)
 
 
-def _labels(report: dict, row: Optional[dict] = None) -> List[str]:
+def _labels(report: Report, row: Optional[Row] = None) -> List[str]:
     labels = [str(x) for x in as_list(report.get("labels"))]
     if not labels and row is not None:
         labels = [str(k) for k in as_dict(as_dict(row.get("accuracy")).get("per_class"))]
     return labels
 
 
-def recall_overview(report: dict, rows: List[dict], several: bool) -> str:
+def recall_overview(report: Report, rows: List[Row], several: bool) -> str:
     with_pc = [r for r in rows if as_dict(as_dict(r.get("accuracy")).get("per_class"))]
     labels = _labels(report, with_pc[0] if with_pc else None)
     if not with_pc or not labels or len(labels) > 40:
@@ -75,7 +76,7 @@ def recall_overview(report: dict, rows: List[dict], several: bool) -> str:
     return table(header, body, "recall") + note
 
 
-def _per_class(report: dict, row: dict, ref: Optional[dict]) -> str:
+def _per_class(report: Report, row: Row, ref: Optional[dict]) -> str:
     pc = as_dict(as_dict(row.get("accuracy")).get("per_class"))
     if not pc:
         return ""
@@ -108,7 +109,7 @@ def _per_class(report: dict, row: dict, ref: Optional[dict]) -> str:
             + (f'<p class="small muted">Macro F1 {e(f_pct(mf1))}</p>' if mf1 is not None else "") + "</div>")
 
 
-def _confusion(report: dict, row: dict) -> str:
+def _confusion(report: Report, row: Row) -> str:
     cm = as_list(as_dict(row.get("accuracy")).get("confusion_matrix"))
     cm = [[num(v) or 0.0 for v in as_list(r)] for r in cm]
     k = len(cm)
@@ -135,7 +136,7 @@ def _confusion(report: dict, row: dict) -> str:
             "scaled to the largest one.</p></div>")
 
 
-def _latency_table(row: dict) -> str:
+def _latency_table(row: Row) -> str:
     entries = [x for x in as_list(row.get("latency")) if isinstance(x, dict)]
     if not entries:
         return ""
@@ -173,7 +174,7 @@ def _latency_table(row: dict) -> str:
     return ("<h3>Latency, every setting (ms per call)</h3>" + table(header, body, "latency"))
 
 
-def _cold(row: dict) -> str:
+def _cold(row: Row) -> str:
     cold, mem = as_dict(row.get("cold")), as_dict(row.get("memory"))
     if not cold and not mem:
         return ""
@@ -197,7 +198,7 @@ def _cold(row: dict) -> str:
     return "".join(out)
 
 
-def artifact_details(report: dict, rows: List[dict], several: bool) -> str:
+def artifact_details(report: Report, rows: List[Row], several: bool) -> str:
     if not rows:
         return ""
     refs = [r for r in rows if r.get("kind") == "reference"]

@@ -13,6 +13,7 @@ from edgekit.benchmarks.report.rows import fmt_macs
 from edgekit.helpers import fmt_size
 from edgekit.status import SYMBOLS
 from edgekit.status import TEXT as STATUS_TEXT
+from edgekit.benchmarks.report.schema import Row
 KIND_HELP = {"bare": "the engine's own invoke() on an input already set",
              "run": "Classifier.predict on uint8 frames at the model's size: normalise/quantize → invoke → dequantize",
              "e2e": "JPEG decode → resize → normalise → run → top-k"}
@@ -69,12 +70,12 @@ def f_date(s: Any) -> str:
     return dt.strftime("%Y-%m-%d %H:%M") + zone
 
 
-def status_of(row: dict) -> str:
+def status_of(row: Row) -> str:
     s = row.get("status")
     return s if s in STATUS_TEXT else "failed" if row.get("reason") and not row.get("accuracy") else "unknown"
 
 
-def badge(row: dict, short: bool = False) -> str:
+def badge(row: Row, short: bool = False) -> str:
     """The status as a coloured pill: symbol and word, or (short) the symbol alone with a tooltip."""
     s = status_of(row)
     sym = row.get("symbol") or SYMBOLS.get(s, "?")

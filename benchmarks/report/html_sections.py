@@ -11,9 +11,10 @@ from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, n
 from edgekit.status import LEGEND
 from edgekit.benchmarks.report.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
                                             status_of, table, td)
+from edgekit.benchmarks.report.schema import Report, Row
 
 
-def highlights(rows: List[dict], several: bool, recommended: List[dict] = ()) -> str:
+def highlights(rows: List[Row], several: bool, recommended: List[dict] = ()) -> str:
     """A few figures a reader looks for first: best artifacts, int8 vs fp32 speed-up, overhead, cold start."""
     arts = [r for r in rows if r.get("kind") != "reference" and status_of(r) != "failed"]
     items = []
@@ -151,7 +152,7 @@ MAIN_COLS = [
 ]
 
 
-def _cells(row: dict) -> Dict[str, Tuple[str, Optional[float]]]:
+def _cells(row: Row) -> Dict[str, Tuple[str, Optional[float]]]:
     """Cell text plus the raw value used to find the best in a column."""
     acc = as_dict(row.get("accuracy"))
     h = headline_entry(row)
@@ -180,7 +181,7 @@ def _cells(row: dict) -> Dict[str, Tuple[str, Optional[float]]]:
 BEST = {"top1": max, "top5": max, "p50": min, "e2e": min, "ips": max, "size": min, "cold": min}
 
 
-def summary_table(rows: List[dict], several: bool, recommended: Set[Tuple[Any, Any]] = frozenset()) -> str:
+def summary_table(rows: List[Row], several: bool, recommended: Set[Tuple[Any, Any]] = frozenset()) -> str:
     if not rows:
         return '<p class="note">The report has no rows.</p>'
     settings = {(as_dict(headline_entry(r)).get("threads"), as_dict(headline_entry(r)).get("batch"))
@@ -262,7 +263,7 @@ def _figure(png: Optional[bytes], alt: str, caption: str, scale: float = 1.0) ->
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def plots_section(report: dict) -> str:
+def plots_section(report: Report) -> str:
     try:
         from edgekit.benchmarks.report import plots
     except Exception as exc:  # matplotlib missing or broken: the report still renders

@@ -6,6 +6,7 @@ from typing import List, Sequence
 
 from edgekit.benchmarks.report.rows import COLUMNS, LEGEND, RIGHT, summary_cells
 from edgekit.helpers import fmt_size
+from edgekit.benchmarks.report.schema import Report, Row
 
 
 def _width(text: str) -> int:
@@ -29,7 +30,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
 
 
-def _device_lines(report: dict) -> List[str]:
+def _device_lines(report: Report) -> List[str]:
     out = []
     for d in report.get("devices") or []:
         fp = d.get("fingerprint") or {}
@@ -49,7 +50,7 @@ def _device_lines(report: dict) -> List[str]:
     return out
 
 
-def _latency_table(rows: List[dict]) -> str:
+def _latency_table(rows: List[Row]) -> str:
     header = ["artifact", "device", "threads", "batch", "bare p50", "run p50", "run p90", "run p99", "e2e p50",
               "overhead", "img/s", "GMAC/s"]
     body = []
@@ -67,7 +68,7 @@ def _latency_table(rows: List[dict]) -> str:
     return table(header, body, right=header[2:])
 
 
-def _cold_table(rows: List[dict]) -> str:
+def _cold_table(rows: List[Row]) -> str:
     keys = ["interpreter_s", "import_s", "engine_import_s", "load_s", "first_inference_s", "cold_start_s"]
     header = ["artifact", "device", "python start", "import", "engine import", "model load", "first inference",
               "cold start", "peak RSS"]
@@ -81,7 +82,7 @@ def _cold_table(rows: List[dict]) -> str:
     return table(header, body, right=header[2:])
 
 
-def _recall_table(report: dict, rows: List[dict]) -> str:
+def _recall_table(report: Report, rows: List[Row]) -> str:
     labels = report.get("labels") or []
     header = ["artifact", "device", *labels]
     body = []
@@ -92,7 +93,7 @@ def _recall_table(report: dict, rows: List[dict]) -> str:
     return table(header, body, right=labels)
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: Report) -> str:
     rows = report.get("rows") or []
     multi = len({r.get("device") for r in rows}) > 1
     cols = [c for c in COLUMNS if c != "device" or multi]

@@ -33,12 +33,13 @@ from edgekit.benchmarks.report.fields import as_dict, headline_entry, num, rows_
 from edgekit.benchmarks.report.plots_latency import latency_distributions, thread_scaling, throughput
 from edgekit.benchmarks.report.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, SCALE, device_ids, headline_text,
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
+from edgekit.benchmarks.report.schema import Report, Row
 
 __all__ = ["ALL", "SCALE", "latency_distributions", "pareto", "pareto_front", "save", "thread_scaling", "throughput"]
 STATUS_COLOURS, STATUS_LABELS = COLOURS, TEXT
 
 
-def top1_pct(row: dict) -> Optional[float]:
+def top1_pct(row: Row) -> Optional[float]:
     v = num(as_dict(row.get("accuracy")).get("top1"))
     return None if v is None else 100.0 * v
 
@@ -141,7 +142,7 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
-def pareto(report: dict) -> Optional[bytes]:
+def pareto(report: Report) -> Optional[bytes]:
     """Top-1 (%) vs p50 latency (ms, run kind of the headline setting); None without any latency."""
     devices = device_ids(report)
     several = len(devices) > 1

@@ -15,6 +15,7 @@ from edgekit.benchmarks.report.fields import (as_dict, as_list, headline_entry, 
                                        threads_text)
 from edgekit.benchmarks.report.plots_style import (DEVICE_LINESTYLES, DEVICE_MARKERS, RC, device_ids, headline_text,
                                             is_reference, log_axis, name_of, new_figure, plain, ratio_wide, to_png)
+from edgekit.benchmarks.report.schema import Report, Row
 
 KINDS = ("bare", "run", "e2e")
 KIND_LABELS = {"bare": "bare invoke()", "run": "runtime predict()", "e2e": "end to end (JPEG → top-k)"}
@@ -22,7 +23,7 @@ KIND_COLOURS = {"bare": "#4C78A8", "run": "#F58518", "e2e": "#54A24B"}
 MIN_BOX = 10  # fewer samples than this are drawn as dots, not as a box plot
 
 
-def _artifact_colours(report: dict) -> Dict[str, str]:
+def _artifact_colours(report: Report) -> Dict[str, str]:
     cmap = matplotlib.colormaps["tab10"]
     names: List[str] = []
     for r in rows_of(report):
@@ -31,13 +32,13 @@ def _artifact_colours(report: dict) -> Dict[str, str]:
     return {n: matplotlib.colors.to_hex(cmap(i % 10)) for i, n in enumerate(names)}
 
 
-def _series_label(row: dict, several_devices: bool) -> str:
+def _series_label(row: Row, several_devices: bool) -> str:
     return f"{name_of(row)} @ {row.get('device')}" if several_devices and row.get("device") else name_of(row)
 
 
 # ----------------------------------------------------------------------------- latency distributions
 
-def latency_distributions(report: dict) -> Optional[bytes]:
+def latency_distributions(report: Report) -> Optional[bytes]:
     """Horizontal box plots of samples_ms for bare/run/e2e at each artifact's headline setting."""
     several = len(device_ids(report)) > 1
     groups = []  # (label, {kind: samples})
@@ -116,7 +117,7 @@ def _horizontal() -> dict:
 
 # ---------------------------------------------------------------------------- thread scaling / batch
 
-def _grid_lines(report: dict, panel_key: str, x_key: str, metric) -> Dict[Any, List[Tuple[dict, list]]]:
+def _grid_lines(report: Report, panel_key: str, x_key: str, metric) -> Dict[Any, List[Tuple[dict, list]]]:
     """{panel value: [(row, [(x, y), ...]), ...]} over every artifact row's measured settings."""
     panels: Dict[Any, List[Tuple[dict, list]]] = {}
     for r in rows_of(report):
@@ -131,7 +132,7 @@ def _grid_lines(report: dict, panel_key: str, x_key: str, metric) -> Dict[Any, L
     return dict(sorted(panels.items(), key=lambda kv: (num(kv[0]) is None, num(kv[0]) or 0)))
 
 
-def _line_panels(report: dict, panels: Dict[Any, List[Tuple[dict, list]]], x_key: str, ylabel: str,
+def _line_panels(report: Report, panels: Dict[Any, List[Tuple[dict, list]]], x_key: str, ylabel: str,
                  title: str, panel_title: str, log_y_ok: bool, speedup_note: bool = False) -> bytes:
     several = len(device_ids(report)) > 1
     devices = device_ids(report)
@@ -176,7 +177,7 @@ def _line_panels(report: dict, panels: Dict[Any, List[Tuple[dict, list]]], x_key
         return to_png(fig)
 
 
-def thread_scaling(report: dict) -> Optional[bytes]:
+def thread_scaling(report: Report) -> Optional[bytes]:
     """p50 latency (run kind) vs thread count per artifact, one panel per batch size.
 
     None when fewer than two thread counts were measured (the HTML then suggests --threads 1,2,4)."""
@@ -192,7 +193,7 @@ def thread_scaling(report: dict) -> Optional[bytes]:
                         "Thread scaling — p50 latency vs threads (lower is better)", "batch {}", True)
 
 
-def throughput(report: dict) -> Optional[bytes]:
+def throughput(report: Report) -> Optional[bytes]:
     """Images/s vs batch size per artifact, one panel per thread count; None with a single batch size."""
     batches = {num(e.get("batch")) for r in rows_of(report) for e in latency_entries(r)} - {None}
     if len(batches) < 2:

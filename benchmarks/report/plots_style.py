@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, rows_of, threads_text  # noqa: E402
+from edgekit.benchmarks.report.schema import Report, Row
 
 DPI = 110    # layout resolution: fonts and sizes are chosen for it
 SCALE = 1.6  # PNGs are rendered at DPI × SCALE; the HTML shows them at 1/SCALE for sharp high-density screens
@@ -30,7 +31,7 @@ RC = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10.5, "legend.fon
       "text.usetex": False}
 
 
-def device_ids(report: dict) -> List[str]:
+def device_ids(report: Report) -> List[str]:
     """Devices in report order (devices[0] is the primary), plus any only named by a row."""
     ids: List[str] = []
     for d in as_list(as_dict(report).get("devices")):
@@ -44,11 +45,11 @@ def device_ids(report: dict) -> List[str]:
     return ids
 
 
-def is_reference(row: dict) -> bool:
+def is_reference(row: Row) -> bool:
     return row.get("kind") == "reference"
 
 
-def name_of(row: dict) -> str:
+def name_of(row: Row) -> str:
     return str(row.get("name") if row.get("name") is not None else "?")
 
 
@@ -103,7 +104,7 @@ def to_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def headline_text(report: dict, rs: List[dict]) -> str:
+def headline_text(report: Report, rs: List[dict]) -> str:
     """'threads 1, batch 1' when every plotted row uses the same headline setting."""
     settings = set()
     for r in rs:

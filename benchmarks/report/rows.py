@@ -20,13 +20,13 @@ import numpy as np
 from edgekit.atomic import write_json, write_text
 from edgekit.errors import EdgeError
 from edgekit.benchmarks.report.fields import headline_entry
+from edgekit.benchmarks.report.schema import SCHEMA_VERSION, Accuracy, Device, Report, Row
 from edgekit.benchmarks.macs import count_macs
 from edgekit.convert.manifest import FAILED, LEGEND, OUTSIDE, PASSED, SYMBOLS
 from edgekit.helpers import fmt_size
 from edgekit.train.metrics import report_from_ranked
 
-SCHEMA_VERSION = 1
-__all__ = ["PASSED", "OUTSIDE", "FAILED", "SYMBOLS", "LEGEND"]
+__all__ = ["PASSED", "OUTSIDE", "FAILED", "SYMBOLS", "LEGEND", "SCHEMA_VERSION", "Report", "Row"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Context:
     labelled: bool = True            # False: images without labels; agreement with the source model only
 
 
-def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
+def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> Accuracy:
     if ctx.labelled:
         acc = report_from_ranked(ctx.y[positions], ranked, ctx.labels)
     else:
@@ -52,7 +52,7 @@ def _accuracy(ctx: Context, ranked: np.ndarray, positions: np.ndarray) -> dict:
 
 
 def keras_row(ctx: Context, model: Path, summary: str = "the trained Keras model (reference)",
-              engine: str = "tensorflow") -> dict:
+              engine: str = "tensorflow") -> Row:
     """The source model's own row (a run's model.keras, or the model file an export was converted from)."""
     fp32 = [ctx.export / e["file"] for e in ctx.manifest.get("artifacts", []) if e.get("format") == "tflite-fp32" and e.get("file")]
     return {"name": "keras", "kind": "reference", "device": "local", "status": PASSED, "symbol": SYMBOLS[PASSED],
@@ -70,7 +70,7 @@ def _headline(latency: List[dict]) -> Optional[dict]:
     return {"threads": first["threads"], "batch": first["batch"]}
 
 
-def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray) -> List[dict]:
+def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray) -> List[Row]:
     """Rows of one device's runner result; `positions` map its images onto ctx.y."""
     by_name = {e["format"]: e for e in ctx.entries}
     rows = []
@@ -78,7 +78,7 @@ def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray
         entry = by_name.get(res.get("name"), {})
         status = entry.get("status", PASSED)
         path = ctx.export / entry["file"] if entry.get("file") else None
-        row = {"name": res.get("name"), "kind": "artifact", "device": device, "status": status, "reason": None,
+        row: Row = {"name": res.get("name"), "kind": "artifact", "device": device, "status": status, "reason": None,
                "file": entry.get("file"), "engine": res.get("engine") or entry.get("engine"),
                "summary": entry.get("summary"), "size_bytes": entry.get("size_bytes"),
                "macs": count_macs(path) if path is not None and path.is_file() else None,
@@ -101,7 +101,7 @@ def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray
     return rows
 
 
-def _check_against_convert(ctx: Context, row: dict, ranked: np.ndarray, positions: np.ndarray, entry: dict) -> None:
+def _check_against_convert(ctx: Context, row: Row, ranked: np.ndarray, positions: np.ndarray, entry: dict) -> None:
     parity = entry.get("parity") or {}
     if ctx.validated is None or len(positions) != len(ctx.y) or parity.get("accuracy") is None:
         row["accuracy"]["convert_check"] = None
@@ -129,7 +129,7 @@ def _with_gmacs(latency: List[dict], macs: Optional[int]) -> List[dict]:
     return latency
 
 
-def unexported_rows(ctx: Context, device: str) -> List[dict]:
+def unexported_rows(ctx: Context, device: str) -> List[Row]:
     rows = []
     for e in ctx.entries:
         if e.get("file") and (ctx.export / e["file"]).is_file():
@@ -141,13 +141,13 @@ def unexported_rows(ctx: Context, device: str) -> List[dict]:
     return rows
 
 
-def device_entry(device_id: str, host: Optional[str], result: dict) -> dict:
+def device_entry(device_id: str, host: Optional[str], result: dict) -> Device:
     return {"id": device_id, "host": host, "fingerprint": result.get("device"), "health_before": result.get("health_before"),
             "health_after": result.get("health_after"), "seconds": result.get("seconds"), "images": result.get("images")}
 
 
-def build(cfg, run_dir: Path, export: Path, labels: List[str], rows: List[dict], devices: List[dict],
-          n_images: int, y: np.ndarray) -> dict:
+def build(cfg, run_dir: Path, export: Path, labels: List[str], rows: List[Row], devices: List[Device],
+          n_images: int, y: np.ndarray) -> Report:
     per_class = {labels[c]: int((y == c).sum()) for c in np.unique(y)}
     return {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(shlex.quote(a) for a in ["edge", *sys.argv[1:]]) if sys.argv[0].endswith("edge") else None,
@@ -159,7 +159,7 @@ def build(cfg, run_dir: Path, export: Path, labels: List[str], rows: List[dict],
             "devices": devices, "rows": rows, "comparison": None}
 
 
-def write_all(report: dict, out_dir: Path) -> None:
+def write_all(report: Report, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
     from edgekit.benchmarks.report.markdown import render_markdown
@@ -174,7 +174,7 @@ def fmt_macs(n: Optional[int]) -> str:
     return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.1f} M"
 
 
-def summary_cells(row: dict) -> Dict[str, str]:
+def summary_cells(row: Row) -> Dict[str, str]:
     """The main table's cells for one row, shared by the console, Markdown and HTML tables."""
     acc = row.get("accuracy") or {}
     lat = headline_entry(row) or {}
@@ -208,7 +208,7 @@ CONSOLE = ["status", "artifact", "device", "engine", "size", "top-1", "agree", "
            "overhead", "cold s", "RSS MB"]
 
 
-def console_table(report: dict, title: str = ""):
+def console_table(report: Report, title: str = ""):
     from rich.table import Table
     devices = {r.get("device") for r in report["rows"]}
     cols = [c for c in CONSOLE if c != "device" or len(devices) > 1]
@@ -225,12 +225,14 @@ def console_table(report: dict, title: str = ""):
     return t
 
 
-def load_report(path: Path) -> dict:
+def load_report(path: Path) -> Report:
     """A report.json written by `edge bench`, the one reader of it: schema checked, one sentence when it is not."""
     try:
         old = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise EdgeError(f"{path} is not a readable report.json ({exc}).") from None
-    if not isinstance(old, dict) or "rows" not in old or old.get("schema_version") != 1:
-        raise EdgeError(f"{path} is not an `edge bench` report.json (schema version 1).")
+    if not isinstance(old, dict) or not isinstance(old.get("rows"), list) or old.get("schema_version") != SCHEMA_VERSION:
+        raise EdgeError(f"{path} is not an `edge bench` report.json (schema version {SCHEMA_VERSION}).")
+    if not all(isinstance(r, dict) and r.get("name") and r.get("status") for r in old["rows"]):
+        raise EdgeError(f"{path} has a row without a name or status; rerun `edge bench`.")
     return old
