@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt setuptools -e './runtime[litert,onnx]' -e '.[test]'
+	@# onnx2tf (ONNX -> TFLite for models brought as ONNX) pins TensorFlow 2.19 and numpy 1.26 exactly, yet runs
+	@# with this TensorFlow 2.21: installed without its pins
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt onnx2tf onnx-graphsurgeon sng4onnx psutil
 	@# the device-side wheels of this machine, so that the tests pack and install a bundle without network
 	$(BIN)/pip download --quiet --disable-pip-version-check -c constraints.txt --only-binary=:all: \
 		--dest $(VENV)/wheelhouse numpy pillow ai-edge-litert

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from edgekit.convert.manifest import locate_export
 from edgekit.benchmarks.report import rows as rp
 from edgekit.benchmarks.config import BenchConfig
 from edgekit.benchmarks.plan import write_plan
@@ -44,13 +45,6 @@ class BenchResult:
         if comparison and not comparison.get("passed", True):
             return EXIT_REGRESSION
         return 0 if all(r["status"] == rp.PASSED for r in self.report["rows"]) else EXIT_NOT_ALL_PASSED
-
-
-def read_manifest(run_dir: Path) -> Tuple[Path, dict]:
-    """A run directory's export/, or an export directory itself (a model brought to `edge convert`)."""
-    from edgekit.convert.manifest import MANIFEST_FILE, read_manifest as read
-    export = run_dir if (run_dir / MANIFEST_FILE).is_file() else run_dir / "export"
-    return export, read(export, f"edge convert {run_dir}")
 
 
 def pick_entries(manifest: dict, formats: Optional[str]) -> List[dict]:
@@ -106,14 +100,14 @@ def run_local(plan_file: Path, cfg: BenchConfig) -> dict:
 def bench(cfg: BenchConfig) -> BenchResult:
     cfg.check()
     run_dir = Path(cfg.run_dir)
-    export, manifest = read_manifest(run_dir)
+    export, manifest = locate_export(run_dir)
     entries = pick_entries(manifest, cfg.formats)
     remote = cfg.devices()  # bad host names or hosts files are refused before anything is measured
     if cfg.baseline is not None and not Path(cfg.baseline).is_file():
         raise EdgeError(f"baseline {cfg.baseline} does not exist.")
     from edgekit.convert.calibration import load_images
-    from edgekit.convert.source import open_export, open_run
-    source = open_run(run_dir, cfg.data) if export != run_dir else open_export(export, manifest, cfg.data)
+    from edgekit.convert.source import open_source
+    source = open_source(run_dir, export, manifest, cfg.data)
     dataset = load_images(source, cfg.data)
     if not len(dataset.test.y):
         raise EdgeError(f"{run_dir}'s data has no test split to benchmark on.")

@@ -46,6 +46,16 @@ class ExportContext:
         """What goes inside every artifact, so a lone model file still knows its labels and preprocessing."""
         return {"labels": list(self.labels), "preprocess": self.spec.to_dict()}
 
+    def tf_model(self) -> Any:
+        """The model the TFLite converter takes: the Keras model, or for an ONNX source onnx2tf's channels-last
+        SavedModel of it (made once per file content and cached)."""
+        if self.onnx_source is None:
+            return self.model
+        made = self.shared("onnx2tf", lambda: _onnx_as_keras(self.onnx_source))
+        if isinstance(made, ExportError):  # tried once for every TFLite format; each row gives the reason
+            raise ExportError(str(made))
+        return made
+
     def require_calibration(self, fmt: Format) -> "Images":
         if self.calibration is None or len(self.calibration) == 0:
             raise ExportError(f"{fmt.name} needs calibration images and none were given.")
@@ -55,6 +65,17 @@ class ExportContext:
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]
+
+
+def _onnx_as_keras(ref) -> Any:
+    from edgekit.convert import onnx_to_tf
+    from edgekit.convert.source import _wrap_saved_model
+    from edgekit.helpers import file_digest
+    try:
+        folder = onnx_to_tf.saved_model(ref.path, file_digest(ref.path))
+        return _wrap_saved_model(folder, ref.path.stem)
+    except EdgeError as exc:
+        return ExportError(str(exc))
 
 
 @dataclass

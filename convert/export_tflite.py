@@ -26,7 +26,7 @@ IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
 def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
     opts = fmt.options
     notes: List[str] = []
-    model = qat_model(fmt, ctx) if opts.get("qat") else ctx.model
+    model = qat_model(fmt, ctx) if opts.get("qat") else ctx.tf_model()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if opts.get("optimize"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -51,7 +51,10 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
         reason = explain_unsupported(text, fmt, ctx.select_tf_ops)
         raise ExportError(reason or f"TFLite converter: {first_line(exc)}") from None
     try:
-        blob = embed_metadata(blob, ctx.metadata())
+        meta = ctx.metadata()
+        if ctx.onnx_source is not None:  # onnx2tf made it channels-last, whatever the ONNX model's layout
+            meta["preprocess"] = {**meta["preprocess"], "layout": "NHWC"}
+        blob = embed_metadata(blob, meta)
     except Exception as exc:  # the artifact is still good without its metadata; say so in the manifest
         notes.append(f"metadata not embedded ({type(exc).__name__}: {first_line(exc, 100)})")
     path.write_bytes(blob)
@@ -64,7 +67,7 @@ def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
     Measured once per convert run (tflite-int8 and tflite-int16x8 round the same weights alike). A model
     the correction cannot handle is converted as it is, with a note; validation still judges the result.
     """
-    if not fmt.options.get("bias_correction") or model is not ctx.model:
+    if not fmt.options.get("bias_correction") or model is not ctx.tf_model():
         return contextlib.nullcontext(0)
     from edgekit.convert.bias_correction import corrected_weights, measure
     images = ctx.require_calibration(fmt)

@@ -41,14 +41,18 @@ class Format:
     tolerance: Tolerance
     default: bool = True        # part of the default set
     summary: str = ""
-    sources: Tuple[str, ...] = ("keras", "onnx")  # kinds of source model it can be made from
+    sources: Tuple[str, ...] = ("keras", "onnx")  # kinds of source model it can be made from (TFLite from ONNX: onnx2tf)
 
     def unsupported_reason(self, source_kind: str) -> Optional[str]:
         """Why this format cannot be made from a source of that kind ("keras" or "onnx"; a ❌ row), or None."""
-        if source_kind in self.sources:
-            return None
-        return (f"{self.name} is made from Keras/TensorFlow models; from ONNX it would need an ONNX → TFLite "
-                "converter (onnx2tf), not driven by edgekit yet: use the onnx-* formats.")
+        if source_kind not in self.sources:
+            return (f"{self.name} trains the Keras model it is made from; an ONNX source has none: use tflite-int8 "
+                    "(calibrated) or onnx-int8.")
+        if source_kind == "onnx" and self.suffix == ".tflite":
+            from edgekit.convert.onnx_to_tf import missing
+            why = missing()
+            return f"{self.name} from an ONNX model needs {why}." if why else None
+        return None
 
     @property
     def quantized(self) -> bool:
@@ -82,21 +86,20 @@ FLOAT16 = Tolerance(max_abs=5e-2, mean_abs=2e-3)
 # (convert/bias_correction.py). MobileNetV2 fine-tuned on CIFAR-10: int8 agreement 91.9 % -> 97.7 %.
 FORMATS: Dict[str, Format] = {f.name: f for f in (
     Format("tflite-fp32", ".tflite", "litert", {}, FLOAT_EXACT,
-           summary="float32 TFLite, the reference artifact", sources=("keras",)),
+           summary="float32 TFLite, the reference artifact"),
     Format("tflite-fp16", ".tflite", "litert", {"optimize": True, "float16": True}, FLOAT16,
-           summary="float16 weights (half the size), float32 compute", sources=("keras",)),
+           summary="float16 weights (half the size), float32 compute"),
     Format("tflite-dynamic", ".tflite", "litert", {"optimize": True},
            Tolerance(min_agreement=0.97, max_accuracy_drop=0.02),
-           summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O", sources=("keras",)),
+           summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O"),
     Format("tflite-int8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
-           summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected",
-           sources=("keras",)),
+           summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
     Format("tflite-int16x8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True},
            Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),
-           summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected", sources=("keras",)),
+           summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected"),
     Format("tflite-qat", ".tflite", "litert",
            {"qat": True, "optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
            # The QAT model's weights move (ResNet-8, 2 epochs: 94.6 % agreement, below PTQ int8's 98.9 %).

@@ -144,8 +144,11 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     if source.kind == "onnx" and cfg.formats in (None, "default"):
         # the default set is what this kind of source can give; naming a TFLite format gets its ❌ row and reason
         formats = [f for f in formats if f.unsupported_reason("onnx") is None]
-        console.print(f"an ONNX source: converting {', '.join(f.name for f in formats)} (TFLite formats need an "
-                      "ONNX → TFLite converter, which edgekit does not drive yet)", highlight=False)
+        from edgekit.convert.onnx_to_tf import missing
+        why = missing()
+        console.print(f"an ONNX source: converting {', '.join(f.name for f in formats)} "
+                      + (f"(no TFLite formats: {why})" if why else "(the TFLite formats through onnx2tf)"),
+                      highlight=False)
     from edgekit.convert import calibration as cal
     seed = cfg.seed if cfg.seed is not None else source.seed
     out_dir = Path(cfg.out) if cfg.out else source.default_out

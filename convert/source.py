@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import tf_keras as keras
 
 from edgekit.errors import EdgeError
-from edgekit.train.models import custom_objects, file_digest
+from edgekit.helpers import file_digest
+from edgekit.train.models import custom_objects
 from edgekit.train.rundir import read_finished_run, read_labels
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
@@ -172,11 +173,14 @@ def check_fits(model: keras.Model, spec: PreprocessSpec, labels: Sequence[str], 
                         "the labels file needs one class name per output, in output order.")
 
 
-def open_run(run_dir: Path, data: Optional[str] = None) -> Source:
+def open_run(run_dir: Path, data: Optional[str] = None, with_model: bool = True) -> Source:
+    """A finished run as a source; `with_model=False` leaves the model unloaded (None) for callers that only
+    need its labels, preprocessing and data."""
     run_dir = Path(run_dir)
     cfg, spec, labels = read_finished_run(run_dir)
-    model = load_keras_model(run_dir / "model.keras")
-    check_fits(model, spec, labels, "the run's model")
+    model = load_keras_model(run_dir / "model.keras") if with_model else None
+    if with_model:
+        check_fits(model, spec, labels, "the run's model")
     return Source("run", run_dir, model, labels, spec, file_digest(run_dir / "model.keras"),
                   data or cfg.data, run_data_options(cfg, same=data is None), cfg.seed, cfg.batch_size,
                   run_dir / "export")
@@ -247,16 +251,16 @@ def open_onnx(path: Path, *, input_size: Optional[Sequence[int]], scale: Sequenc
                   path.parent / f"{path.stem}-export", ref.describe())
 
 
-def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Source:
+def open_export(export: Path, manifest: dict, data: Optional[str] = None, with_model: bool = True) -> Source:
     """The source an export directory was converted from, as its manifest records it (for `edge bench EXPORT`)."""
     src = manifest.get("source") or {}
     if src.get("kind") == "run":
-        return open_run(Path(src["path"]), data)
+        return open_run(Path(src["path"]), data, with_model)
     path = Path(str(src.get("path", "")))
-    if not src.get("path") or not path.exists():
+    if with_model and (not src.get("path") or not path.exists()):
         raise EdgeError(f"{export} was converted from {path}, which is gone; bench needs the source model as its "
                         "reference (convert it again, or put it back).")
-    if src.get("model_sha256") and file_digest(path) != src["model_sha256"]:
+    if with_model and src.get("model_sha256") and file_digest(path) != src["model_sha256"]:
         raise EdgeError(f"{path} changed since {export} was converted from it: convert it again first.")
     try:
         spec = PreprocessSpec.from_dict(src["preprocess"])
@@ -266,7 +270,9 @@ def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Sou
                         "convert it again.") from None
     if not (data or src.get("data")):
         raise EdgeError(f"{export} was converted without --data: pass --data PATH (images to benchmark on).")
-    if src.get("kind") == "onnx":
+    if not with_model:
+        model, saved_by = None, src.get("saved_by")
+    elif src.get("kind") == "onnx":
         from edgekit.convert.onnx_source import OnnxReference
         model = OnnxReference(path)
         saved_by = model.describe()
@@ -275,6 +281,13 @@ def open_export(export: Path, manifest: dict, data: Optional[str] = None) -> Sou
         check_fits(model, spec, labels, path.name, byo=True)
     return Source(src.get("kind", "model"), path, model, labels, spec, src["model_sha256"], data or src.get("data"),
                   _byo_data_options(42), 42, 32, export, saved_by)
+
+
+def open_source(path: Path, export: Path, manifest: dict, data: Optional[str] = None, with_model: bool = True) -> Source:
+    """The reference for `path`: a run directory's model, or the model an export directory was converted from."""
+    if Path(export) != Path(path):
+        return open_run(path, data, with_model)
+    return open_export(export, manifest, data, with_model)
 
 
 def _per_channel(values: Sequence[float], what: str) -> tuple:

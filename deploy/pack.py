@@ -42,6 +42,7 @@ class PackConfig:
     wheels: Optional[Path] = None   # a folder of wheels to pack from instead of PyPI (offline packing)
     device: Optional[str] = None    # the bench device `best` selects for
     samples: int = 8
+    data: Optional[str] = None      # images to draw the samples from; default: the run's or the conversion's data
 
     def check(self) -> None:
         if self.target not in platforms.ARCHITECTURES:
@@ -71,9 +72,10 @@ class Packed:
 def pack(cfg: PackConfig) -> Packed:
     t0 = time.perf_counter()
     cfg.check()
-    run_dir = Path(cfg.run_dir)
-    entry, why = choose_artifact(run_dir, cfg.format, cfg.device)
-    export = run_dir / "export"
+    run_dir = Path(cfg.run_dir)  # a run directory, or an export directory of a model brought to edge convert
+    from edgekit.convert.manifest import locate_export
+    export, export_manifest = locate_export(run_dir)
+    entry, why = choose_artifact(run_dir, export, export_manifest, cfg.format, cfg.device)
     engine = choose_engine(entry["file"], cfg.engine)
     name = f"{run_dir.name}-{entry['format']}-{cfg.target}-py{cfg.python}"
     out = Path(cfg.out) if cfg.out else run_dir / "pack" / f"{name}.tar.gz"
@@ -84,11 +86,11 @@ def pack(cfg: PackConfig) -> Packed:
         (root / "model").mkdir(parents=True)
         for f in (entry["file"], LABELS_FILE, PREPROCESS_FILE):
             if not (export / f).is_file():
-                raise EdgeError(f"{export / f} is missing: convert the run again (edge convert {run_dir}).")
+                raise EdgeError(f"{export / f} is missing: convert {run_dir} again with edge convert.")
             shutil.copy2(export / f, root / "model" / f)
         wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.python, cfg.wheels, Path(tmp) / "dl")
         wheels.append(runtime_wheel(root / "wheels", Path(tmp) / "build"))
-        samples = write_samples(run_dir, root, entry["file"], cfg.samples)
+        samples = write_samples(run_dir, export, export_manifest, root, entry["file"], cfg.samples, cfg.data)
         shutil.copy2(Path(bundle.__file__), root / "bundle.py")
         _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.python), 0o755)
         _write_text(root / "README.txt", README.format(name=name, artifact=entry["format"], target=cfg.target,
@@ -111,11 +113,11 @@ def pack(cfg: PackConfig) -> Packed:
 
 
 # ------------------------------------------------------------------------------------------- choosing
-def choose_artifact(run_dir: Path, fmt: str, device: Optional[str]):
+def choose_artifact(run_dir: Path, export: Path, manifest: dict, fmt: str, device: Optional[str]):
     """(manifest entry, why): a named format of the export, or the one `edge select` recommends."""
-    from edgekit.convert.manifest import PASSED, read_manifest
-    path = run_dir / "export" / "manifest.json"
-    entries = read_manifest(run_dir / "export", f"edge convert {run_dir}")["artifacts"]
+    from edgekit.convert.manifest import MANIFEST_FILE, PASSED
+    path = export / MANIFEST_FILE
+    entries = manifest["artifacts"]
     by_name = {e.get("format"): e for e in entries if e.get("file")}
     if fmt == "best":
         from edgekit.benchmarks.select import Budget, select
@@ -227,30 +229,35 @@ def runtime_wheel(dest: Path, work: Path) -> str:
 
 
 # -------------------------------------------------------------------------------------------- samples
-def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[dict]:
-    """n class-balanced test images of the run as PNG files, each with the artifact's answer on this machine.
+def write_samples(run_dir: Path, export: Path, manifest: dict, root: Path, model_file: str, n: int,
+                  data: Optional[str] = None) -> List[dict]:
+    """n class-balanced test images (of the run, or of the data the export was converted with; random ones when
+    they have no labels) as PNG files, each with the artifact's answer on this machine.
 
     Only images the artifact answers with a margin of MIN_MARGIN or more are taken when there are enough:
     another CPU's kernels may round differently, and a near-tie must not fail a good install."""
     from PIL import Image
 
+    from edgekit.convert.calibration import load_images
+    from edgekit.convert.source import open_source
     from edgekit.helpers import balanced_indices
-    from edgekit.convert.source import run_data_options
-    from edgekit.train.data import load_dataset
-    from edgekit.train.rundir import read_finished_run
     from edgekit_runtime import Classifier
-    cfg, spec, labels = read_finished_run(run_dir)
-    test = load_dataset(cfg.data, spec.size, **run_data_options(cfg)).test
+    source = open_source(run_dir, export, manifest, data, with_model=False)
+    dataset = load_images(source, data)
+    test, labels = dataset.test, source.labels
     if len(test.y) == 0:
-        raise EdgeError(f"the run's data {cfg.data} has no test images to pick samples from.")
-    order = balanced_indices(test.y, min(len(test.y), 20 * n), seed=0)
+        raise EdgeError(f"{source.data} has no test images to pick samples from; pass --data PATH.")
+    count = min(len(test.y), 20 * n)
+    order = balanced_indices(test.y, count, seed=0) if dataset.labeled else \
+        np.sort(np.random.default_rng(0).permutation(len(test.y))[:count])
     from edgekit_runtime.native import quiet_native_stderr
     with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
         clf = Classifier.load(root / "model" / model_file)
         probs = clf.predict(test.x[order])
+    truth = [labels[test.y[i]] if dataset.labeled else None for i in order]
     top2 = np.sort(probs, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] >= MIN_MARGIN
-    right = np.array([clf.labels[int(r.argmax())] == labels[test.y[i]] for i, r in zip(order, probs)])
+    right = np.array([t is None or clf.labels[int(r.argmax())] == t for t, r in zip(truth, probs)])
     # clear and right first (a reader of samples/ sees the model work), then clear, then the rest; stable, so
     # each group keeps the class-balanced order
     pick = sorted(range(len(order)), key=lambda k: (not clear[k], not right[k]))[:n]
@@ -258,9 +265,9 @@ def write_samples(run_dir: Path, root: Path, model_file: str, n: int) -> List[di
     out = []
     for k, j in enumerate(pick):
         i, row = order[j], probs[j]
-        name = f"samples/{k:02d}_{labels[test.y[i]]}.png"
+        name = f"samples/{k:02d}_{truth[j] or 'unlabelled'}.png"
         Image.fromarray(test.x[i]).save(root / name)
-        out.append({"file": name, "truth": labels[test.y[i]], "expected": clf.labels[int(row.argmax())],
+        out.append({"file": name, "truth": truth[j], "expected": clf.labels[int(row.argmax())],
                     "probability": round(float(row.max()), 4)})
     return out
 

@@ -285,7 +285,7 @@ def select(
 
 @app.command()
 def pack(
-    run_dir: Path = typer.Argument(..., help="A converted (and, for --format best, benchmarked) run directory."),
+    run_dir: Path = typer.Argument(..., help="A converted (and, for --format best, benchmarked) run directory, or the export directory of a model brought to edge convert."),
     format: str = typer.Option("best", "--format", help="An exported format name, or best: what `edge select` recommends from the run's bench report."),
     target: str = typer.Option("aarch64", help="The device's CPU: aarch64 (64-bit Raspberry Pi OS), armv7l (32-bit) or x86_64."),
     python: str = typer.Option("3.11", help="The device's Python version (Raspberry Pi OS bookworm: 3.11)."),
@@ -295,13 +295,14 @@ def pack(
     wheels: Optional[Path] = typer.Option(None, help="Take the wheels from this folder instead of PyPI (offline packing)."),
     device: Optional[str] = typer.Option(None, help="With --format best: the bench device to choose for."),
     samples: int = typer.Option(8, help="Test images bundled for the smoke test."),
+    data: Optional[str] = typer.Option(None, help="Images to draw the samples from. Default: the run's test split, or the data the export was converted with."),
     check: bool = typer.Option(False, "--check", help="Then install it in the emulated Raspberry Pi OS userland and run its smoke test (aarch64; root, qemu-user-static, debootstrap: see make pi-check)."),
 ):
     """Bundle an artifact for a device: model + labels + preprocessing, the runtime and engine wheels for that
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
     from edgekit.deploy.pack import PackConfig, pack as run_pack
     try:
-        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples))
+        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples, data))
     except EdgeError as exc:
         _fail(exc)
     console.print(f"[bold green]packed[/] {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "

@@ -111,6 +111,22 @@ def test_a_keras3_model_converts_runs_and_benchmarks(name, formats, keras3, tiny
     assert set(rows) == {"keras", *made} and {r["status"] for r in rows.values()} == {"passed"}
     assert rows["keras"]["accuracy"]["top1"] == pytest.approx(np.mean(np.array(truth["top1"]) == truth["labels"]))
     assert rows["tflite-fp32"]["accuracy"]["top1"] == rows["keras"]["accuracy"]["top1"]
+    if name == "k3.keras":
+        _pack_installs_and_passes_its_smoke_test(out, tmp_path)
+
+
+def _pack_installs_and_passes_its_smoke_test(export: Path, tmp_path: Path) -> None:
+    """edge pack takes the export directory as it takes a run: samples from the data it was converted with."""
+    from testdata import ARCH, PY, WHEELHOUSE, install, unpack
+    bundle = tmp_path / "k3.tar.gz"
+    result = CliRunner().invoke(app, ["pack", str(export), "--format", "tflite-int8", "--target", ARCH, "--python", PY,
+                                      "--wheels", str(WHEELHOUSE), "--samples", "4", "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    root = unpack(bundle, tmp_path / "unpacked")
+    samples = json.loads((root / "pack.json").read_text())["samples"]
+    assert len(samples) == 4 and all(s["truth"] in ("blue", "green", "red") for s in samples)
+    done = install(root)
+    assert done.returncode == 0 and "smoke test passed: 4 of 4" in done.stdout, done.stdout + done.stderr
 
 
 def test_a_keras3_model_with_a_missing_custom_layer_names_it(keras3, tiny_folder, tmp_path):
@@ -178,6 +194,17 @@ def test_unlabelled_images_calibrate_and_validate_by_agreement(keras3, unlabelle
         assert row["accuracy"]["top1"] is None and row["accuracy"]["images"] == 66
         assert row["accuracy"]["agreement"] >= 0.9
 
+    from testdata import ARCH, PY, WHEELHOUSE
+    result = runner.invoke(app, ["pack", str(out), "--format", "tflite-int8", "--samples", "3", "--out",
+                                 str(tmp_path / "b.tar.gz"), "--wheels", str(WHEELHOUSE), "--target", ARCH,
+                                 "--python", PY])
+    assert result.exit_code == 0, result.output   # samples without labels: the artifact's answer is what is checked
+    import tarfile
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        pack = json.load(tar.extractfile(next(n for n in tar.getnames() if n.endswith("/pack.json"))))
+    assert len(pack["samples"]) == 3 and {s["truth"] for s in pack["samples"]} == {None}
+    assert all(s["file"].endswith("_unlabelled.png") and s["expected"] in ("blue", "green", "red") for s in pack["samples"])
+
 
 @pytest.mark.parametrize("form", ["glob", "tar"])
 def test_unlabelled_images_from_a_glob_or_an_archive(form, keras3, unlabelled, tmp_path):
@@ -228,25 +255,32 @@ def _ort_top1(model: Path, files, spec) -> list:
 
 
 def test_an_onnx_model_from_pytorch_converts_runs_and_benchmarks(tiny_folder, tmp_path):
+    from edgekit.helpers import file_digest
     out = tmp_path / "export"
     runner = CliRunner()
+    before = file_digest(FIXTURES / "torch_cnn.onnx")
     result = runner.invoke(app, ["convert", str(FIXTURES / "torch_cnn.onnx"), "--labels",
                                  str(FIXTURES / "torch_cnn.labels.txt"), *TORCH_PREPROCESS, "--data", str(tiny_folder),
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert "an ONNX source: converting onnx-fp32, onnx-int8" in said and "NCHW input, made by pytorch" in said
+    made = [f for f in DEFAULT_FORMATS]
+    assert f"an ONNX source: converting {', '.join(made)} (the TFLite formats through onnx2tf)" in said
+    assert "NCHW input, made by pytorch" in said and f"{len(made)}/{len(made)} validated" in said
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["kind"] == "onnx" and manifest["source"]["preprocess"]["layout"] == "NCHW"
-    assert [e["format"] for e in manifest["artifacts"]] == ["onnx-fp32", "onnx-int8"]
+    assert [e["format"] for e in manifest["artifacts"]] == made
+    notes = {e["format"]: e.get("notes") or [] for e in manifest["artifacts"]}
+    assert any(n.startswith("bias correction not applied") for n in notes["tflite-int8"]), notes
+    assert file_digest(FIXTURES / "torch_cnn.onnx") == before   # onnx2tf rewrites its input: it gets a copy
     spec = manifest["source"]["preprocess"]
     np.testing.assert_allclose(spec["scale"], 1 / (255 * np.array([0.229, 0.224, 0.225])), rtol=1e-6)
 
     files = sorted(str(f) for f in (tiny_folder / "test").rglob("*") if f.is_file())
     truth = _ort_top1(FIXTURES / "torch_cnn.onnx", files, spec)
-    for fmt in ("onnx-fp32", "onnx-int8"):   # the device runtime answers as ONNX Runtime on the source does
+    for fmt in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"):   # each answers as ONNX Runtime on the source
         clf = Classifier.load(out, format=fmt)
-        assert clf.engine.layout == "NCHW"
+        assert clf.engine.layout == ("NCHW" if fmt.startswith("onnx") else "NHWC")   # onnx2tf's are channels-last
         assert clf.predict(files).argmax(1).tolist() == truth, fmt
 
     result = runner.invoke(app, ["bench", str(out), "--runs", "3", "--warmup", "1", "--threads", "1", "--batch", "1"])
@@ -256,14 +290,20 @@ def test_an_onnx_model_from_pytorch_converts_runs_and_benchmarks(tiny_folder, tm
     assert rows["onnx-fp32"]["accuracy"]["top1"] == rows["keras"]["accuracy"]["top1"]
 
 
-def test_a_tflite_format_asked_of_an_onnx_model_is_a_row_with_its_reason(tiny_folder, tmp_path):
+def test_a_tflite_format_of_an_onnx_model_without_onnx2tf_is_a_row_with_its_reason(tiny_folder, tmp_path, monkeypatch):
+    from edgekit.convert import onnx_to_tf
+    monkeypatch.setattr(onnx_to_tf, "find_spec", lambda name: None)   # as where onnx2tf is not installed
     result = CliRunner().invoke(app, ["convert", str(FIXTURES / "torch_cnn.onnx"), "--labels",
                                       str(FIXTURES / "torch_cnn.labels.txt"), *TORCH_PREPROCESS, "--data",
-                                      str(tiny_folder), "--formats", "tflite-int8,onnx-fp32", "--out", str(tmp_path / "e")])
+                                      str(tiny_folder), "--formats", "tflite-int8,tflite-qat,onnx-fp32",
+                                      "--out", str(tmp_path / "e")])
     assert result.exit_code == 3, result.output
     rows = {e["format"]: e for e in json.loads((tmp_path / "e" / "manifest.json").read_text())["artifacts"]}
     assert rows["onnx-fp32"]["status"] == "passed"
-    assert rows["tflite-int8"]["status"] == "failed" and "ONNX → TFLite converter" in rows["tflite-int8"]["error"]
+    assert rows["tflite-int8"]["status"] == "failed" and rows["tflite-int8"]["error"] == (
+        "tflite-int8 from an ONNX model needs the ONNX → TFLite converter onnx2tf is not installed "
+        "(pip install --no-deps onnx2tf onnx-graphsurgeon sng4onnx psutil).")
+    assert rows["tflite-qat"]["status"] == "failed" and "an ONNX source has none" in rows["tflite-qat"]["error"]
 
 
 def _onnx_with(tmp_path, inputs, name="odd.onnx"):

@@ -1,11 +1,8 @@
 """edge pack on a tiny converted and benchmarked run: a real bundle, unpacked and installed with pip alone into a
 fresh venv from the wheels it carries, whose smoke test runs the real runtime; damaged bundles and bad input."""
 import json
-import os
 import shutil
 import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,13 +13,10 @@ from edgekit.benchmarks.run import bench
 from edgekit.cli import app
 from edgekit.convert import ConvertConfig, convert
 from edgekit.deploy import bundle
+from testdata import ARCH, PY, WHEELHOUSE, install, unpack
 
 pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 
-# `make venv` downloads this machine's device-side wheels there, so packing needs no network here.
-WHEELHOUSE = Path(os.environ.get("EDGE_TEST_WHEELHOUSE", Path(sys.prefix) / "wheelhouse"))
-PY = "%d.%d" % sys.version_info[:2]
-ARCH = os.uname().machine
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +37,6 @@ def run(tiny_run, tmp_path_factory):
 def edge(*args):
     result = CliRunner().invoke(app, [str(a) for a in args])
     return result.exit_code, result.output
-
-
-def unpack(path: Path, where: Path) -> Path:
-    with tarfile.open(path) as tar:
-        names = {n.split("/")[0] for n in tar.getnames()}
-        tar.extractall(where, filter="data")
-    assert len(names) == 1
-    return where / names.pop()
-
-
-def install(root: Path):
-    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
-    return subprocess.run([str(root / "install.sh")], capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_best_bundle_installs_offline_and_passes_its_smoke_test(run, wheels, tmp_path):

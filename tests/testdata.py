@@ -2,6 +2,10 @@
 but realistic bench report, a TF Hub-format module. Importing this needs no TensorFlow."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +159,23 @@ def make_hub_module(path):
 
     tf.saved_model.save(FeatureVector(), str(path))
     return path
+
+
+# ------------------------------------------------------------------------------- bundles (edge pack)
+# `make venv` downloads this machine's device-side wheels there, so packing needs no network here.
+WHEELHOUSE = Path(os.environ.get("EDGE_TEST_WHEELHOUSE", Path(sys.prefix) / "wheelhouse"))
+PY = "%d.%d" % sys.version_info[:2]
+ARCH = os.uname().machine
+
+
+def unpack(path: Path, where: Path) -> Path:
+    with tarfile.open(path) as tar:
+        names = {n.split("/")[0] for n in tar.getnames()}
+        tar.extractall(where, filter="data")
+    assert len(names) == 1
+    return where / names.pop()
+
+
+def install(root: Path):
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+    return subprocess.run([str(root / "install.sh")], capture_output=True, text=True, env=env, timeout=600)

@@ -71,9 +71,6 @@ class Classifier:
         if spec is not None:
             info.spec, info.spec_source = _as_spec(spec), "given"
         _check_input(eng, model)
-        if info.spec is not None and info.spec.layout == "NCHW" and eng.layout != "NCHW":
-            raise ModelError(f"{model.name}: the preprocessing says layout NCHW but the model takes channels-last "
-                             f"input {_fmt_shape(eng.input.shape)}.")
         if info.spec is None:
             raise SpecError(f"{model}: no preprocess.json beside the model and no preprocessing embedded in it; "
                             "put the export's preprocess.json next to the model.")

@@ -25,7 +25,7 @@ class PreprocessSpec:
     offset: Sequence[float] = (0.0, 0.0, 0.0)
     channel_order: str = "RGB"
     resize_method: str = "bilinear"
-    layout: str = "NHWC"
+    layout: str = "NHWC"            # the source model's input layout; each engine feeds a model file as its shape says
     keep_aspect_ratio: bool = False
     notes: str = field(default="", compare=False)
 
