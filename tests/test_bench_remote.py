@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, device_requirements, run_remote
+from edgekit.benchmarks.remote.session import RemoteError, device_requirements, run_remote
 from edgekit.benchmarks.remote.ssh import SshClient, Target, parse_target, remote_command
-from sshd_server import SSHD, Sshd, _free_port, _keygen  # noqa: F401  (the sshd fixture lives in conftest)
+from sshd_server import _free_port, _keygen
 
 pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow
 

@@ -1,11 +1,9 @@
 """End to end on tiny real image files: train → run directory → evaluate, cache, resume, CLI errors."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Callable
 from edgekit.deploy import bundle as bundle_script
 from edgekit.deploy.pi import rootfs as rf
 from edgekit.atomic import write_json
-from edgekit.deploy.pi.check import WORKDIR, prepared_rootfs, run, tail, target_info
-from edgekit.signals import sigterm_as_interrupt
+from edgekit.deploy.pi.check import WORKDIR, guarded, prepared_rootfs, run, tail, target_info
 
 
 def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qemu_cpu: str = "cortex-a72",
@@ -69,15 +67,10 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
 def main(args) -> int:
     """`edge pi-check --bundle FILE` (args parsed by check.main): one PASS/FAIL line, report.json, exit 0/1/2."""
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    try:
-        with sigterm_as_interrupt():
-            report = check_bundle(Path(args.bundle), log, args.rootfs, args.qemu_cpu, args.mirror, args.rebuild, args.keep)
-    except rf.PiCheckError as exc:
-        print(f"pi-check: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pi-check: interrupted (mounts undone)", file=sys.stderr)
-        return 130
+    report, code = guarded(lambda: check_bundle(Path(args.bundle), log, args.rootfs, args.qemu_cpu, args.mirror,
+                                                args.rebuild, args.keep))
+    if report is None:
+        return code
     out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / "pi-check-bundle"
     write_json(out / "report.json", report)
     t = report["target"]

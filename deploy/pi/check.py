@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -125,6 +125,23 @@ def overall_passed(engines: Dict[str, dict]) -> bool:
         if not all(a.get("comparison", {}).get("passed") for a in eng["artifacts"].values()):
             return False
     return True
+
+
+def guarded(work: Callable[[], dict]) -> Tuple[Optional[dict], int]:
+    """(report, 0) of a check, or (None, exit code) after one line on stderr: 2 when it could not be set up,
+    1 when a command in the userland timed out, 130 when interrupted (its mounts are undone either way)."""
+    try:
+        with sigterm_as_interrupt():
+            return work(), 0
+    except rf.PiCheckError as exc:
+        print(f"pi-check: {exc}", file=sys.stderr)
+        return None, 2
+    except subprocess.TimeoutExpired as exc:
+        print(f"pi-check: timed out after {exc.timeout:.0f} s: {shown(exc.cmd)}", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt:
+        print("pi-check: interrupted (mounts undone)", file=sys.stderr)
+        return None, 130
 
 
 def shown(cmd: Sequence[str], max_images: int = 2) -> str:
@@ -392,19 +409,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown or args.images < 1:
         p.error(f"unknown engine or format {', '.join(unknown)} (engines: litert, onnx, tflite; formats: "
                 f"{', '.join(DEFAULT_FORMATS)})" if unknown else "--images must be at least 1")
-    log = lambda msg: print(msg, flush=True)
-    try:
-        with sigterm_as_interrupt():
-            report = check(args, log)
-    except rf.PiCheckError as exc:
-        print(f"pi-check: {exc}", file=sys.stderr)
-        return 2
-    except subprocess.TimeoutExpired as exc:
-        print(f"pi-check: timed out after {exc.timeout:.0f} s: {shown(exc.cmd)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pi-check: interrupted (mounts undone)", file=sys.stderr)
-        return 130
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    report, code = guarded(lambda: check(args, log))
+    if report is None:
+        return code
     out = Path(args.out)
     write_json(out / "report.json", report)
     write_text(out / "report.md", render_markdown(report))
