@@ -67,11 +67,13 @@ def train(
     from edgekit.train.config import build_config, parse_set
     try:
         overrides = parse_set(set_)
-        overrides.update(data=data, preset=preset, weights=weights, hub=hub, input_size=input_size, epochs=epochs,
-                         fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                         limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
-                         feature_cache=False if no_feature_cache else None, time_budget=time_budget,
-                         fine_tune_from=fine_tune_from, augment=augment, teacher=teacher, strategy=strategy)
+        named = dict(data=data, preset=preset, weights=weights, hub=hub, input_size=input_size, epochs=epochs,
+                     fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                     limit_per_class=limit_per_class, seed=seed, skip_bad=skip_bad,
+                     feature_cache=False if no_feature_cache else None, time_budget=time_budget,
+                     fine_tune_from=fine_tune_from, augment=augment, teacher=teacher, strategy=strategy)
+        # an option not given must not erase the same key given with --set (--set batch_size=64 was lost)
+        overrides.update({k: v for k, v in named.items() if v is not None})
         given = sorted(k for k, v in overrides.items() if v is not None)
         if resume and (given or config):
             console.print(f"note: --resume continues with the run's saved config.yaml; ignoring {', '.join(given) or '--config'}.")

@@ -26,6 +26,7 @@ def test_help_explains_options_with_defaults():
 @pytest.mark.parametrize("args, message", [
     (["--preset", "mobilenetv2"], "unknown preset 'mobilenetv2'"),
     (["--set", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
+    (["--set", "batch_size=0"], "batch_size must be at least 1"),  # a --set key that also has an option
     (["--optimizer", "adamw"], "optimizer must be"),
     (["--data", "/no/such/dir"], "does not exist"),
     (["--resume"], "--resume needs --out"),
