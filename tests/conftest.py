@@ -116,3 +116,14 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nERROR: the fast tier (-m 'not tf') imported TensorFlow, first in {first}: mark the test that "
               "needs it with @pytest.mark.tf", file=sys.stderr)
         session.exitstatus = 1
+
+
+# `make test` hands whole files to two pytest-xdist workers (--dist loadfile) in collection order; starting with
+# the longest files keeps both workers busy to the end instead of leaving one to finish a long file alone.
+LONGEST_FIRST = ("test_distribute.py", "test_train.py", "test_train_recipes.py", "test_convert.py",
+                 "test_foreign_models.py", "test_quiet.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order

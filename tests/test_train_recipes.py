@@ -173,10 +173,10 @@ def test_budget_too_small_for_one_epoch_is_refused_before_training(tiny_folder, 
 
 
 def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
-    run = train(cfg(tiny_folder, preset="resnet8", time_budget=0.4, lr_schedule="onecycle", optimizer="sgd",
+    run = train(cfg(tiny_folder, preset="resnet8", time_budget=0.6, lr_schedule="onecycle", optimizer="sgd",
                     lr=0.05, augment=["flip", "crop:2", "cutout:4"]), tmp_path / "run")
     info = json.loads((run / "run.json").read_text())["time_budget"]
-    assert info["planned_epochs"] >= 1 and info["actual_seconds"] <= 0.4 * 60
+    assert info["planned_epochs"] >= 1 and info["actual_seconds"] <= 0.6 * 60
     assert 0 < info["probe"]["input_share"] < 1
     epochs = json.loads((run / "metrics.json").read_text())["phases"]["train"]["epochs"]
     # the plan is re-made from the epochs' own times (it may grow early on, or shrink), never past what fit()
