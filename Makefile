@@ -52,11 +52,12 @@ demo: venv
 	$(BIN)/edge convert runs/demo || [ $$? -eq 3 ]
 	$(BIN)/edge bench runs/demo --samples 2000 --runs 30 || [ $$? -eq 3 ]
 
-# Two worker processes, whole files each (module fixtures are built once): much of a test's time is spent
-# waiting on the processes it starts. TEST_WORKERS=0 runs the suite in this process.
+# Two worker processes, whole files each (module fixtures are built once), handed out in the order of
+# tests/conftest.py (longest first; xdist would otherwise start with the files that hold the most tests):
+# much of a test's time is spent waiting on the processes it starts. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: venv test-runtime
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
 
 # The runtime's own tests in a venv holding only ./runtime[litert,onnx] and pytest, as a device has it.
 RUNTIME_VENV ?= .venv-runtime

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .engines import model_suffixes
 from .errors import ModelError, SpecError
 from .preprocess import PreprocessSpec
 
-MODEL_SUFFIXES = (".tflite", ".onnx")
 LABELS_FILE, PREPROCESS_FILE, MANIFEST_FILE = "labels.txt", "preprocess.json", "manifest.json"
 METADATA_NAME = "edgekit"
 
@@ -29,12 +29,13 @@ METADATA_NAME = "edgekit"
 def list_models(directory: Path) -> Dict[str, Path]:
     """Choosable artifacts of an export directory: manifest names first, then any other model file."""
     found: Dict[str, Path] = {}
+    suffixes = model_suffixes()
     for name, file in _manifest_entries(directory):
         path = (directory / file)
-        if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and path not in found.values():
+        if path.suffix.lower() in suffixes and path.is_file() and path not in found.values():
             found[name] = path
     for path in sorted(directory.iterdir()):
-        if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and path not in found.values():
+        if path.suffix.lower() in suffixes and path.is_file() and path not in found.values():
             found[path.name] = path
     return found
 

@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from .engines import ENGINES
 from .errors import ImageError, RuntimeErrorBase
 from .native import quiet_native_stderr
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", metavar="MODEL", help="a .tflite or .onnx file, or an export directory "
                        "(model files + labels.txt + preprocess.json)")
-        p.add_argument("--engine", choices=["litert", "tflite", "onnx"],
+        p.add_argument("--engine", choices=list(ENGINES),
                        help="inference engine (default: the first installed that runs the file)")
         p.add_argument("--format", metavar="NAME", help="which model of an export directory holding several "
                        "(a manifest name, file name, or suffix such as int8)")

@@ -271,6 +271,21 @@ class OnnxEngine(Engine):
 ENGINES: Dict[str, Type[Engine]] = {e.name: e for e in (LiteRTEngine, TFLiteRuntimeEngine, OnnxEngine)}
 
 
+def register_engine(cls: Type[Engine]) -> Type[Engine]:
+    """Add an engine beside the built-in ones (usable as a class decorator): a subclass of Engine with a name,
+    the module it imports, the file suffixes it runs, `_open`, `_invoke` and `invoker`. The test suite registers a
+    small numpy engine this way; a board's own accelerator runtime could be another. It counts in this process."""
+    if not (isinstance(cls, type) and issubclass(cls, Engine) and cls.name and cls.module and cls.suffixes):
+        raise TypeError(f"{cls!r} is not an Engine subclass with a name, a module and suffixes.")
+    ENGINES[cls.name] = cls
+    return cls
+
+
+def model_suffixes() -> Tuple[str, ...]:
+    """The model file suffixes some engine runs (.tflite, .onnx and those of registered engines)."""
+    return tuple(dict.fromkeys(s for e in ENGINES.values() for s in e.suffixes))
+
+
 def engines_for(suffix: str) -> List[Type[Engine]]:
     """Engines able to run files with this suffix, in order of preference."""
     return [e for e in ENGINES.values() if suffix.lower() in e.suffixes]
@@ -281,7 +296,7 @@ def pick_engine(path: "str | os.PathLike", engine: Optional[str] = None) -> Type
     suffix = Path(path).suffix.lower()
     candidates = engines_for(suffix)
     if not candidates:
-        raise ModelError(f"{path}: not a model file the runtime knows (.tflite or .onnx).")
+        raise ModelError(f"{path}: not a model file the runtime knows ({' or '.join(model_suffixes())}).")
     if engine is not None:
         if engine not in ENGINES:
             raise EngineUnavailable(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
