@@ -57,7 +57,7 @@ demo: venv
 # much of a test's time is spent waiting on the processes it starts. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: venv test-runtime
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
 
 # The runtime's own tests in a venv holding only ./runtime[litert,onnx] and pytest, as a device has it.
 RUNTIME_VENV ?= .venv-runtime

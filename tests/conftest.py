@@ -110,7 +110,8 @@ def pytest_runtest_teardown(item):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The fast tier (-m 'not tf') must not have imported TensorFlow: an unmarked test that needs it fails the run."""
+    """The fast tier (-m 'not tf') must not have imported TensorFlow: an unmarked test that needs it fails the run.
+    It runs in one process (`make test-fast`); under xdist workers this check would not reach the exit status."""
     if session.config.getoption("markexpr", "") == "not tf" and "tensorflow" in sys.modules:
         first = _TF_FIRST[0] if _TF_FIRST else "collection (a test module imports it)"
         print(f"\nERROR: the fast tier (-m 'not tf') imported TensorFlow, first in {first}: mark the test that "

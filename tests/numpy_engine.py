@@ -1,8 +1,9 @@
 """A small numpy engine for the fast test tier: a linear classifier in an .npz file, registered with the
-runtime the way an engine of its own would be (`edgekit_runtime.engines.register_engine`).
+runtime the way an engine of one's own would be (`edgekit_runtime.engines.register_engine`, by the test
+module's fixture, which removes it again).
 
-It lets the runtime's Classifier, `edge-run` and its latency benchmark run in milliseconds, without
-LiteRT, ONNX Runtime or TensorFlow, on real image files. The model file carries its labels and
+It lets the runtime's Classifier and `edge-run predict/info` run in milliseconds in the test's own process,
+without LiteRT, ONNX Runtime or TensorFlow, on real image files. The model file carries its labels and
 preprocessing as the ONNX and TFLite exports do (one `edgekit` metadata entry).
 """
 from __future__ import annotations
@@ -13,12 +14,11 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-from edgekit_runtime.engines import Engine, TensorInfo, register_engine
+from edgekit_runtime.engines import Engine, TensorInfo
 from edgekit_runtime.errors import ModelError
 from edgekit_runtime.native import first_line
 
 
-@register_engine
 class NumpyEngine(Engine):
     name, module, extra, package, suffixes = "numpy", "numpy", "", "numpy", (".npz",)
 

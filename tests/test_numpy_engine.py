@@ -9,9 +9,16 @@ from PIL import Image
 
 from edgekit_runtime import Classifier
 from edgekit_runtime.cli import main
-from edgekit_runtime.engines import ENGINES, pick_engine
+from edgekit_runtime.engines import ENGINES, pick_engine, register_engine
 from numpy_engine import NumpyEngine, expected_top1, mean_colour_model
 from testdata import CLASSES, COLOURS, write_folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    register_engine(NumpyEngine)
+    yield
+    ENGINES.pop(NumpyEngine.name)   # other test modules see the built-in engines only
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,15 @@ def decoded(files):
 
 def test_the_engine_is_registered_and_chosen_by_suffix(model):
     assert ENGINES["numpy"] is NumpyEngine and pick_engine(model) is NumpyEngine
+    register_engine(NumpyEngine)  # the same class again: nothing changes
+
+    class Clash(NumpyEngine):
+        pass
+    with pytest.raises(ValueError, match="already registered"):
+        register_engine(Clash)
+    Clash.name, Clash.suffixes = "clash", ".npz"
+    with pytest.raises(TypeError, match="tuple of lower-case suffixes"):
+        register_engine(Clash)
 
 
 def test_classifier_answers_from_embedded_labels_and_preprocessing(model, images):

@@ -51,7 +51,7 @@ def resolve_model(path: "str | os.PathLike", format: Optional[str] = None) -> Pa
     if not choices:
         hint = (" (model.keras is the training model: export it to .tflite or .onnx first)"
                 if (p / "model.keras").exists() else "")
-        raise ModelError(f"{p}: no .tflite or .onnx model in this directory{hint}.")
+        raise ModelError(f"{p}: no {' or '.join(model_suffixes())} model in this directory{hint}.")
     if format is None:
         if len(choices) == 1:
             return next(iter(choices.values()))

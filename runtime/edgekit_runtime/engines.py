@@ -41,8 +41,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def install_hint(extra: str) -> str:
-    return f"pip install 'edgekit-runtime[{extra}]'"
+def install_hint(engine: "Type[Engine]") -> str:
+    """The pip command that installs an engine: its edgekit-runtime extra, else (a registered engine) its package."""
+    return f"pip install 'edgekit-runtime[{engine.extra}]'" if engine.extra else f"pip install {engine.package}"
 
 
 class Engine:
@@ -76,7 +77,7 @@ class Engine:
             lib = importlib.import_module(cls.module)
         except Exception as exc:
             raise EngineUnavailable(f"engine {cls.name!r} is not usable here ({type(exc).__name__}: {exc}); "
-                                    f"install it with: {install_hint(cls.extra)}") from None
+                                    f"install it with: {install_hint(cls)}") from None
         if threads is not None and int(threads) < 1:
             raise InputError(f"threads must be at least 1, got {threads}.")
         engine = cls.__new__(cls)
@@ -272,11 +273,17 @@ ENGINES: Dict[str, Type[Engine]] = {e.name: e for e in (LiteRTEngine, TFLiteRunt
 
 
 def register_engine(cls: Type[Engine]) -> Type[Engine]:
-    """Add an engine beside the built-in ones (usable as a class decorator): a subclass of Engine with a name,
-    the module it imports, the file suffixes it runs, `_open`, `_invoke` and `invoker`. The test suite registers a
-    small numpy engine this way; a board's own accelerator runtime could be another. It counts in this process."""
-    if not (isinstance(cls, type) and issubclass(cls, Engine) and cls.name and cls.module and cls.suffixes):
-        raise TypeError(f"{cls!r} is not an Engine subclass with a name, a module and suffixes.")
+    """Add an engine beside the built-in ones: a subclass of Engine with a name, the module it imports, a tuple
+    of lower-case file suffixes ('.npz'), `_open`, `_invoke` and `invoker`. The test suite registers a small
+    numpy engine this way; a board's own accelerator runtime could be another. It counts in this process only
+    (not in the fresh processes `edge-run bench` starts for each artifact)."""
+    if not (isinstance(cls, type) and issubclass(cls, Engine) and cls.name and cls.module):
+        raise TypeError(f"{cls!r} is not an Engine subclass with a name and a module.")
+    if not (isinstance(cls.suffixes, tuple) and cls.suffixes
+            and all(isinstance(s, str) and s.startswith(".") and s == s.lower() for s in cls.suffixes)):
+        raise TypeError(f"{cls.__name__}.suffixes must be a tuple of lower-case suffixes such as ('.npz',).")
+    if ENGINES.get(cls.name, cls) is not cls:
+        raise ValueError(f"an engine named {cls.name!r} is already registered ({ENGINES[cls.name].__name__}).")
     ENGINES[cls.name] = cls
     return cls
 
@@ -305,12 +312,12 @@ def pick_engine(path: "str | os.PathLike", engine: Optional[str] = None) -> Type
             raise EngineUnavailable(f"engine {engine!r} cannot run {suffix} files; use "
                                     f"{' or '.join(c.name for c in candidates)}.")
         if not cls.available():
-            raise EngineUnavailable(f"engine {engine!r} is not installed: {install_hint(cls.extra)}")
+            raise EngineUnavailable(f"engine {engine!r} is not installed: {install_hint(cls)}")
         return cls
     for cls in candidates:
         if cls.available():
             return cls
-    hints = " or ".join(install_hint(c.extra) for c in candidates)
+    hints = " or ".join(install_hint(c) for c in candidates)
     older = " (tflite-runtime: older boards, numpy<2)" if suffix == ".tflite" else ""
     raise EngineUnavailable(f"no engine for {suffix} models is installed: {hints}{older}.")
 
