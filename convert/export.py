@@ -40,6 +40,7 @@ class ExportContext:
     qat_lr: float = 1e-4
     select_tf_ops: bool = False
     onnx_source: Any = None                     # onnx_source.OnnxReference when the model came as ONNX
+    onnx_sha256: str = ""                       # that file's digest, already taken by the source (cache key)
     cache: Dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> Dict[str, Any]:
@@ -51,7 +52,7 @@ class ExportContext:
         SavedModel of it (made once per file content and cached)."""
         if self.onnx_source is None:
             return self.model
-        made = self.shared("onnx2tf", lambda: _onnx_as_keras(self.onnx_source))
+        made = self.shared("onnx2tf", lambda: _onnx_as_keras(self.onnx_source, self.onnx_sha256))
         if isinstance(made, ExportError):  # tried once for every TFLite format; each row gives the reason
             raise ExportError(str(made))
         return made
@@ -67,12 +68,12 @@ class ExportContext:
         return self.cache[key]
 
 
-def _onnx_as_keras(ref) -> Any:
+def _onnx_as_keras(ref, digest: str) -> Any:
     from edgekit.convert import onnx_to_tf
     from edgekit.convert.source import _wrap_saved_model
     from edgekit.helpers import file_digest
     try:
-        folder = onnx_to_tf.saved_model(ref.path, file_digest(ref.path))
+        folder = onnx_to_tf.saved_model(ref.path, digest or file_digest(ref.path))
         return _wrap_saved_model(folder, ref.path.stem)
     except EdgeError as exc:
         return ExportError(str(exc))

@@ -178,6 +178,7 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
         (lambda: cal.Images(dataset.train.x, dataset.train.y, source.spec, "train", seed))
     ctx = ExportContext(source.model, source.labels, source.spec, calibration=calib, training_images=train_split,
                         onnx_source=source.model if source.kind == "onnx" else None,
+                        onnx_sha256=source.model_sha256 if source.kind == "onnx" else "",
                         seed=seed, batch_size=source.batch_size, qat_epochs=cfg.qat_epochs, qat_lr=cfg.qat_lr,
                         select_tf_ops=cfg.select_tf_ops)
 
