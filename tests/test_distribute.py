@@ -3,6 +3,7 @@ TF_CONFIG), a worker killed mid-run and resumed, a worker alone timing out, and 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,34 +55,7 @@ def train_args(data, out, epochs, batch=8):
             "--strategy", "multiworker", "--set", "early_stopping_patience=0", "--set", "ema=0.9"]
 
 
-def test_two_workers_train_one_model_that_only_the_chief_writes(tiny_folder, tmp_path):
-    out = tmp_path / "run"
-    procs = start_workers(tmp_path, train_args(tiny_folder, out, 3))
-    logs = finish(procs)
-    assert [p.returncode for p in procs] == [0, 0], logs
-    prints = [FINGERPRINT.findall(log) for log in logs]
-    assert prints[0] and prints[0] == prints[1], logs     # both replicas end with the same weights
-    assert "global batch 16 = 8 per replica x 2" in logs[0] and "learning rate scaled linearly x2" in logs[0]
-    assert "the chief wrote the run directory" in logs[1]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["strategy"] == {"kind": "multiworker", "replicas": 2, "workers": 2, "per_replica_batch": 8,
-                                   "global_batch": 16, "weights_fingerprint": prints[0][0]}
-    # 42 training images in global batches of 16: 2 steps an epoch, the partial batch dropped
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["train"]] == [1, 2, 3]
-    assert list((tmp_path / "tmp1").iterdir()) == []      # the other worker's temporary run directory is gone
-
-    runner = CliRunner()
-    result = runner.invoke(app, ["convert", str(out), "--formats", "tflite-fp32,onnx-fp32"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["bench", str(out), "--formats", "tflite-fp32,onnx-fp32", "--runs", "3",
-                                 "--warmup", "1", "--threads", "1", "--batch", "1"])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "bench" / "report.json").read_text())
-    accuracy = {r["name"]: r["accuracy"]["top1"] for r in report["rows"] if r.get("accuracy")}
-    assert accuracy["tflite-fp32"] == accuracy["onnx-fp32"] == pytest.approx(metrics["test"]["top1"])
-
-
-def test_a_killed_worker_stops_the_run_and_resume_finishes_it(tiny_folder, tmp_path):
+def test_a_killed_worker_stops_the_run_and_resume_finishes_one_model(tiny_folder, tmp_path):
     out = tmp_path / "run"
     procs = start_workers(tmp_path, train_args(tiny_folder, out, 8, batch=4))
     state = out / "checkpoints" / "train" / "state.json"
@@ -97,14 +71,37 @@ def test_a_killed_worker_stops_the_run_and_resume_finishes_it(tiny_folder, tmp_p
     done = json.loads(state.read_text())["epochs_done"]
     assert 1 <= done < 8 and not (out / "model.keras").exists()
 
+    for tmp in tmp_path.glob("tmp*"):
+        shutil.rmtree(tmp)
     procs = start_workers(tmp_path, ["--out", out, "--resume"])
     logs = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], logs
     assert f"resuming phase 'train' after epoch {done}" in logs[1]   # the other worker starts from the chief's
+    check_one_model(out, logs, tmp_path)
+
+
+def check_one_model(out, logs, tmp_path):
+    """Both workers end with the same weights; only the chief wrote the run, which converts and benchmarks."""
     prints = [FINGERPRINT.findall(log) for log in logs]
-    assert prints[0] and prints[0] == prints[1]
-    history = json.loads((out / "history.json").read_text())["train"]
-    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert prints[0] and prints[0] == prints[1], logs
+    assert "global batch 8 = 4 per replica x 2" in logs[0] and "learning rate scaled linearly x2" in logs[0]
+    assert "the chief wrote the run directory" in logs[1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["strategy"] == {"kind": "multiworker", "replicas": 2, "workers": 2, "per_replica_batch": 4,
+                                   "global_batch": 8, "weights_fingerprint": prints[0][0]}
+    # 42 training images in global batches of 8: 5 steps an epoch, the partial batch dropped
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["train"]] == list(range(1, 9))
+    assert list((tmp_path / "tmp1").iterdir()) == []      # the other worker's temporary run directory is gone
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(out), "--formats", "tflite-fp32,onnx-fp32"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["bench", str(out), "--formats", "tflite-fp32,onnx-fp32", "--runs", "3",
+                                 "--warmup", "1", "--threads", "1", "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bench" / "report.json").read_text())
+    accuracy = {r["name"]: r["accuracy"]["top1"] for r in report["rows"] if r.get("accuracy")}
+    assert accuracy["tflite-fp32"] == accuracy["onnx-fp32"] == pytest.approx(metrics["test"]["top1"])
 
 
 def test_a_worker_alone_gives_up_with_the_addresses_it_tried(tiny_folder, tmp_path):
