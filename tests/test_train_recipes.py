@@ -35,10 +35,15 @@ def test_one_cycle_shape():
     assert all(a > b for a, b in zip(lr[15:100], lr[16:101]))    # linear anneal
     assert lr[100] == pytest.approx(0.01) and lr[120] == pytest.approx(0.01)
     assert lr[57] == pytest.approx(0.01 + 0.19 * 43 / 85, rel=1e-5)
-    s.set_total_steps(60)  # a budget that falls behind shortens the cycle; the rate goes down, never up
+    s.set_total_steps(60)  # without the step it stands at: the anneal is re-aimed from the warm-up's end
     assert float(s(40)) < lr[40] and float(s(60)) == pytest.approx(0.01)
-    again = OneCycle.from_config(s.get_config())
-    assert float(again(30)) == pytest.approx(float(s(30)))
+    s = OneCycle(peak=0.2, total_steps=100, warmup_fraction=0.15, final=0.01)
+    s.set_total_steps(150, at_step=57)  # a longer plan at step 57: on from lr[57], in a line to 0.01 at 150
+    # (steps before the anchor are the past: the schedule is not asked for them again)
+    assert float(s(57)) == pytest.approx(lr[57]) and float(s(150)) == pytest.approx(0.01)
+    assert float(s(100)) == pytest.approx(0.01 + (lr[57] - 0.01) * 50 / 93, rel=1e-5)
+    again = OneCycle.from_config(s.get_config())   # what --resume rebuilds from last.keras
+    assert all(float(again(i)) == pytest.approx(float(s(i))) for i in (5, 30, 57, 90, 149))
 
 
 def _tiny_problem(seed=0):
@@ -184,7 +189,7 @@ def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
     assert 1 <= epochs == info["epochs_run"] <= info["final_planned_epochs"] <= 2 * info["planned_epochs"]
 
 
-def test_budget_plan_grows_early_shrinks_late_and_moves_the_schedule(tmp_path):
+def test_budget_plan_grows_and_shrinks_and_moves_the_schedule_without_a_jump(tmp_path):
     import time
     from edgekit.train.fit import Checkpointer, Deadline
     model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(2)])
@@ -206,10 +211,14 @@ def test_budget_plan_grows_early_shrinks_late_and_moves_the_schedule(tmp_path):
     assert replan(3, [9.0, 2.0, 2.0], left=600.0)[0] == 40          # never past what fit() was given
     assert replan(3, [9.0, 2.0], left=600.0)[0] == 20               # one steady epoch is not evidence yet
     assert replan(3, [9.0, 2.0, 2.0], left=77.0, planned=40, cap=80)[0] == 40  # 41 would fit: under 3 %, no re-aim
-    assert replan(10, [9.0, 2.0, 2.0], left=600.0)[0] == 20         # past the warm-up share: only shrinks
-    model.stop_training = False
+    model.optimizer.iterations.assign(100)                          # 10 epochs of 10 steps done: past the warm-up
+    before = float(rate(100))
     assert replan(10, [9.0, 2.0, 2.0, 5.0, 5.0], left=11.0) == (12, 12, False)  # slower: the plan shrinks
-    assert float(rate.total) == 120.0
+    assert float(rate.total) == 120.0 and float(rate(100)) == pytest.approx(before)  # ... and the rate does not jump
+    assert float(rate(120)) == pytest.approx(0.0, abs=1e-7)
+    assert replan(10, [9.0, 2.0, 2.0], left=31.0, planned=12) == (25, 25, False)  # faster again: it grows back
+    assert float(rate(100)) == pytest.approx(before) and float(rate(250)) == pytest.approx(0.0, abs=1e-7)
+    assert float(rate(175)) == pytest.approx(before / 2, rel=1e-5)   # a straight line from where it stood
     assert replan(12, [9.0, 2.0, 2.0], left=0.0)[2] is True        # out of time: fit stops
 
 
@@ -248,6 +257,11 @@ def test_cosine_shape_and_re_aim():
     assert all(a >= b for a, b in zip(lr[10:110], lr[11:111]))
     s.set_total_steps(60)
     assert float(s(60)) == pytest.approx(0.0, abs=1e-7) and float(s(35)) == pytest.approx(0.5, abs=1e-6)
+    s = WarmupCosine(peak=1.0, total_steps=110, warmup_steps=10)
+    s.set_total_steps(210, at_step=60)   # longer, from where it stands (0.5): half a cosine from there
+    assert float(s(60)) == pytest.approx(0.5, abs=1e-6) and float(s(135)) == pytest.approx(0.25, abs=1e-6)
+    assert float(s(210)) == pytest.approx(0.0, abs=1e-7)
+    assert float(WarmupCosine.from_config(s.get_config())(135)) == pytest.approx(0.25, abs=1e-6)
 
 
 def test_flip_tta_is_inside_the_saved_model_and_converts(tiny_folder, tmp_path):
@@ -297,3 +311,31 @@ def test_bfloat16_training_saves_a_float32_model(tiny_folder, tmp_path):
     best = keras.models.clone_model(saved)  # the saved float32 model holds the best (averaged) weights, unrounded
     best.load_weights(run / "checkpoints" / "train" / "best.weights.h5")
     assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), best.get_weights()))
+
+
+def test_hard_examples_are_rescored_and_the_easiest_left_out(tiny_folder, tmp_path):
+    from edgekit.train.hard_examples import SCORES_FILE, HardExamples
+    from edgekit.train.pipeline import make_dataset
+    from edgekit_runtime import PreprocessSpec
+    run = train(cfg(tiny_folder, preset="resnet8", hard_examples=0.25, epochs=3, warmup_fraction=0.3), tmp_path / "run")
+    with np.load(run / "checkpoints" / "train" / SCORES_FILE) as f:  # scored after epochs 1, 2, 3; two kept
+        assert sorted(f.files) == ["2", "3"] and f["3"].shape == (42,) and np.isfinite(f["3"]).all()
+    assert json.loads((run / "metrics.json").read_text())["hard_examples"]["scorings"] == 3
+    # through the real input pipeline: image i is all i, image 39 the easiest
+    x = np.repeat(np.arange(40, dtype=np.uint8), 32 * 32 * 3).reshape(40, 32, 32, 3)
+    hard = HardExamples(0.25, tmp_path, score=None)
+    hard.scored = {1: np.arange(40, dtype=np.float32)[::-1].copy()}
+    ds = make_dataset(x, np.zeros(40, np.int64), PreprocessSpec(height=32, width=32), 8, num_classes=2,
+                      shuffle=True, sampler=hard.order)
+    epochs = [sorted(int(v) for batch, _ in ds for v in batch.numpy()[:, 0, 0, 0]) for _ in range(3)]
+    assert epochs[0] == epochs[1] == list(range(40)) and len(epochs[2]) == 40 and set(epochs[2]) == set(range(30))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "mobilenet_v2", "--weights", "none"], "from-scratch network"),
+    (["--strategy", "mirrored"], "needs --strategy one"),
+], ids=["transfer", "strategy"])
+def test_hard_examples_refused_where_they_do_not_apply(tiny_folder, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["train", "--data", str(tiny_folder), "--out", str(tmp_path / "run"),
+                                      "--set", "hard_examples=0.2", *args])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "run").exists()

@@ -18,7 +18,6 @@ from edgekit.signals import interrupts_deferred
 from edgekit.train.schedules import ema_weights, set_total_epochs
 
 
-GROW_UNTIL = 0.15   # share of a budgeted plan after which it may only shrink (one-cycle's warm-up share)
 GROW_MIN = 1.03     # a plan grows only for 3 % more epochs or more: an epoch's jitter must not re-aim it back and forth
 
 
@@ -134,7 +133,7 @@ class Checkpointer(keras.callbacks.Callback):
 
     def _keep_to_deadline(self) -> None:
         """Re-plan from the epochs' own times: shorten the plan (and the schedule) when they run slower than
-        the probe said; lengthen it, early on only, when they run faster (a probe taken on a slow spell)."""
+        the probe said; lengthen it when they run faster (a probe or a stretch of epochs taken on a slow spell)."""
         d, s = self.deadline, self.state
         if d is None or s.planned_epochs is None:
             return
@@ -149,9 +148,9 @@ class Checkpointer(keras.callbacks.Callback):
         was = s.planned_epochs
         if fits < s.planned_epochs:
             s.planned_epochs = max(s.epochs_done, fits)
-        elif (fits >= s.planned_epochs * GROW_MIN and len(steady) >= 2
-              and s.epochs_done <= GROW_UNTIL * s.planned_epochs):
-            # still in the warm-up: a longer cycle only lowers the rate a little, and the anneal is all ahead
+        elif fits >= s.planned_epochs * GROW_MIN and len(steady) >= 2:
+            # the schedule is re-aimed from the rate where it stands (schedules._Anchor), so a plan cut during a
+            # slow spell can take the time back later without the rate jumping
             s.planned_epochs = min(fits, d.max_epochs)
         if s.planned_epochs != was:
             set_total_epochs(self.model, d.steps_per_epoch, s.planned_epochs)
@@ -164,13 +163,13 @@ class Checkpointer(keras.callbacks.Callback):
 
 def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int, steps_per_epoch: Optional[int],
               patience: int, verbose: int, batch_size: Optional[int] = None,
-              deadline: Optional[Deadline] = None, distributed: bool = False) -> PhaseState:
+              deadline: Optional[Deadline] = None, distributed: bool = False, extra_callbacks=()) -> PhaseState:
     """Fit from state.epochs_done to `epochs`, then restore the best (averaged) weights and mark the phase done."""
     folder.mkdir(parents=True, exist_ok=True)
     if state.epochs_done < epochs and not state.done:
         cb = Checkpointer(folder, state, patience, time.perf_counter(), val, batch_size, deadline,
                           distributed=distributed)
-        callbacks = [cb]
+        callbacks = [*extra_callbacks, cb]  # before the Checkpointer: they see this epoch's raw weights
         if verbose:  # fit() uses a ProgbarLogger it is given instead of its own
             cb.progbar = keras.callbacks.ProgbarLogger(count_mode="steps")
             callbacks.append(cb.progbar)
