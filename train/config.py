@@ -45,6 +45,7 @@ class TrainConfig:
     teacher: Optional[str] = None     # a finished run whose probabilities are blended into the targets (distillation)
     distill_weight: float = 0.5       # share of the teacher's probabilities in each target (the rest: the label)
     distill_temperature: float = 1.0  # teacher probabilities softened as softmax(log p / T): T > 1 shows class likeness
+    hard_examples: float = 0.0        # share of the easiest training images each epoch leaves out, rescored as it trains
     weight_decay: float = 0.0         # L2 penalty on conv/dense kernels (from-scratch models)
     label_smoothing: float = 0.1
     dropout: float = 0.2
@@ -177,6 +178,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.ema == 0 or 0.5 <= cfg.ema < 1, "ema must be 0 (off) or a momentum in [0.5, 1), e.g. 0.99"),
         (cfg.time_budget >= 0, "time_budget must be 0 (off) or minutes"),
         (cfg.cache_views >= 1, "cache_views must be at least 1"),
+        (0 <= cfg.hard_examples <= 0.5, "hard_examples must be 0 (off) or a share of the training images up to 0.5"),
         (0 < cfg.distill_weight <= 1, "distill_weight must be in (0, 1]"),
         (0 < cfg.distill_temperature <= 20, "distill_temperature must be in (0, 20]"),
         (cfg.tta in ("none", "flip"), f"tta must be none or flip, not {cfg.tta!r}"),

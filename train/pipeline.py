@@ -1,7 +1,7 @@
 """tf.data input pipelines: seeded shuffling, an augmentation policy, resize and normalisation."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,7 +23,8 @@ def to_model_input(images: tf.Tensor, spec: PreprocessSpec) -> tf.Tensor:
 
 def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, batch_size: int, *,
                  num_classes: int, shuffle: bool = False, augment: Optional[Policy] = None, seed: int = 0,
-                 start_epoch: int = 0, replicas: Optional[Tuple[int, int, int]] = None) -> tf.data.Dataset:
+                 start_epoch: int = 0, replicas: Optional[Tuple[int, int, int]] = None,
+                 sampler: Optional[Callable[[np.random.Generator, int, int], np.ndarray]] = None) -> tf.data.Dataset:
     """Batches of (model input, one-hot label), or model input alone when `y` is None.
 
     Arrays stay in numpy (a 60k x 160 x 160 array would not fit in a graph constant); each epoch
@@ -34,6 +35,9 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
     `batch_size` x total images, this worker yields the per-replica batches of replicas first … first+local-1
     (every worker a different part of the same permutation); the last, partial global batch is dropped so
     that every replica takes the same number of steps.
+
+    `sampler(rng, n, epoch)`, when given, chooses each shuffled epoch's n indices instead of a permutation
+    (hard_examples.HardExamples.order).
     """
     n = len(x)
     epoch = [start_epoch]
@@ -43,7 +47,11 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
     starts = range(0, n - step + 1, step) if replicas else range(0, n, batch_size)
 
     def batches():
-        order = np.random.default_rng(seed + epoch[0]).permutation(n) if shuffle else np.arange(n)
+        rng_order = np.random.default_rng(seed + epoch[0])
+        if not shuffle:
+            order = np.arange(n)
+        else:
+            order = sampler(rng_order, n, epoch[0]) if sampler else rng_order.permutation(n)
         rng = np.random.default_rng([seed, epoch[0], 1] + ([first] if replicas else []))
         epoch[0] += 1
         for start in starts:

@@ -13,7 +13,7 @@ import tf_keras as keras
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.signals import sigterm_as_interrupt
-from edgekit.train import distribute, models, precision, teacher
+from edgekit.train import distribute, hard_examples, models, precision, teacher
 from edgekit.train.config import TrainConfig, build_config
 from edgekit.train.data import Split, load_dataset
 from edgekit.train.pipeline import predict_images
@@ -69,6 +69,10 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
     preset = get_preset(cfg.preset)
     if cfg.fine_tune_from and preset.from_scratch:
         raise EdgeError(f"fine_tune_from cuts a pretrained backbone; {preset.name} is trained whole from scratch.")
+    if cfg.hard_examples and not preset.from_scratch:
+        raise EdgeError(f"hard_examples samples a from-scratch network's training images (resnet8), not {preset.name}'s.")
+    if cfg.hard_examples and cluster.kind != "one":
+        raise EdgeError("hard_examples scores the training images in one process: it needs --strategy one.")
     if cfg.teacher and not preset.from_scratch:
         raise EdgeError(f"teacher: distillation is built for from-scratch presets (resnet8), not {preset.name}.")
     run = RunDir(cluster.write_path(out, resume))  # the chief writes `out`; the others a temporary copy
@@ -159,8 +163,12 @@ def _from_scratch(s: Session, model):
         s.info.update(teacher=s.cfg.teacher, teacher_seconds=seconds, teacher_cache_hit=hit,
                       teacher_train_agreement=agree)
         split = Split(split.x, teacher.blend(split.y, probs, s.cfg.distill_weight, s.cfg.distill_temperature))
-    train = lambda epoch=0: s.training_images(split, start_epoch=epoch)  # noqa: E731
+    hard = hard_examples.for_split(s.cfg.hard_examples, s.run.ckpt("train"), split.x, split.y, s.spec)
+    train = lambda epoch=0: s.training_images(split, start_epoch=epoch, sampler=hard and hard.order)  # noqa: E731
     probe = lambda: s.images(split, augment=True, shuffle=True)  # noqa: E731
-    return fit(s, model, "train", train_data=train, make_train=probe,
+    model = fit(s, model, "train", train_data=train, make_train=probe,
                 val=s.images(s.data.val, augment=False, shuffle=False), epochs=s.cfg.epochs, lr=s.cfg.lr,
-                steps=steps, budgeted=True)
+                steps=steps, budgeted=True, hard=hard)
+    if hard:
+        s.info["hard_examples"] = hard.summary()
+    return model

@@ -45,16 +45,17 @@ class Session:
     def num_classes(self) -> int:
         return len(self.data.class_names)
 
-    def images(self, split: Split, *, augment: bool, shuffle: bool, start_epoch: int = 0, replicas=None):
+    def images(self, split: Split, *, augment: bool, shuffle: bool, start_epoch: int = 0, replicas=None,
+               sampler=None):
         policy = parse_policy(self.cfg.augment) if augment else None
         return make_dataset(split.x, split.y, self.spec, self.cfg.batch_size, num_classes=self.num_classes,
                             shuffle=shuffle, augment=policy, seed=self.cfg.seed, start_epoch=start_epoch,
-                            replicas=replicas)
+                            replicas=replicas, sampler=sampler)
 
-    def training_images(self, split: Split, start_epoch: int = 0):
+    def training_images(self, split: Split, start_epoch: int = 0, sampler=None):
         """Augmented, shuffled training batches; under a strategy, this worker's share of every global batch."""
         if self.cluster.strategy is None:
-            return self.images(split, augment=True, shuffle=True, start_epoch=start_epoch)
+            return self.images(split, augment=True, shuffle=True, start_epoch=start_epoch, sampler=sampler)
         return self.cluster.training_data(lambda first, local, total: self.images(
             split, augment=True, shuffle=True, start_epoch=start_epoch, replicas=(first, local, total)).repeat())
 
@@ -90,7 +91,8 @@ def resumable(model, folder: Path, state: PhaseState, cluster: distribute.Cluste
 
 
 def fit(s: Session, model, name: str, *, train_data, make_train, val, epochs: int, lr: float, steps: int,
-         batch_size: Optional[int] = None, after_training: float = 0.0, budgeted: bool = False, state=None):
+         batch_size: Optional[int] = None, after_training: float = 0.0, budgeted: bool = False, state=None,
+         hard=None):
     """Compile, plan the epochs when a time budget applies, resume if interrupted, fit. Returns the model."""
     folder = s.run.ckpt(name)
     state = state or PhaseState.load(folder / "state.json", name)
@@ -113,7 +115,9 @@ def fit(s: Session, model, name: str, *, train_data, make_train, val, epochs: in
     train = train_data(state.epochs_done)
     s.phases[name] = run_phase(model, state, folder, train=train, val=val, epochs=epochs,
                                steps_per_epoch=steps if distributed and not isinstance(train, tuple) else None, patience=s.cfg.early_stopping_patience,
-                               verbose=s.verbose, batch_size=batch_size, deadline=deadline, distributed=distributed)
+                               verbose=s.verbose, batch_size=batch_size, deadline=deadline, distributed=distributed,
+                               extra_callbacks=[hard.callback(lambda: state.planned_epochs or epochs,
+                                                              s.cfg.warmup_fraction)] if hard else ())
     return model
 
 
