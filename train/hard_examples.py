@@ -72,15 +72,16 @@ class HardExamples:
             def on_epoch_end(self, epoch, logs=None):
                 done = epoch + 1
                 if owner.due(done, planned(), warmup_fraction):
-                    # the epoch after this one still draws from the previous scores
-                    kept = {e: s for e, s in owner.scored.items() if e == max(owner.scored)} if owner.scored else {}
+                    # the epoch after this one still draws from the latest scores before these
+                    latest = max(owner.scored, default=None)
                     t = time.perf_counter()
-                    owner.scored = {**kept, done: owner.score(self.model).astype(np.float32)}
+                    scores = owner.score(self.model).astype(np.float32)
+                    owner.scored = {**({latest: owner.scored[latest]} if latest is not None else {}), done: scores}
                     write_with(owner.path, owner._save)
-                    owner.scorings += 1
-                    owner.seconds += time.perf_counter() - t
-                    print(f"hard examples: {len(owner.scored[done]):,} images rescored in {time.perf_counter() - t:.1f} s;"
-                          f" from epoch {done + 2} the easiest {owner.drop:.0%} are left out", file=sys.stderr)
+                    took = time.perf_counter() - t
+                    owner.scorings, owner.seconds = owner.scorings + 1, owner.seconds + took
+                    print(f"hard examples: {len(scores):,} images rescored in {took:.1f} s; from epoch {done + 2} "
+                          f"the easiest {owner.drop:.0%} are left out", file=sys.stderr)
 
         return Rescore()
 
