@@ -7,7 +7,7 @@ import pytest
 
 from edgekit.errors import EdgeError
 from edgekit.train import budget
-from edgekit.train.augment import cutout, pad_crop, parse_policy
+from edgekit.train.augment import alternating_flip, cutout, pad_crop, parse_policy
 
 
 def batch(n=16, h=12, w=10, seed=0):
@@ -19,7 +19,7 @@ def test_no_tensorflow_needed():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("policy", ["fast", "none", "flip,crop:2,cutout:4", ["crop:3"], ["cutout"]])
+@pytest.mark.parametrize("policy", ["fast", "none", "flip,crop:2,cutout:4", ["crop:3"], ["cutout"], ["altflip", "crop:2"]])
 def test_ops_keep_shapes_and_dtype_and_are_seeded(policy):
     x = batch()
     p = parse_policy(policy)
@@ -40,6 +40,26 @@ def test_ops_keep_each_image_in_its_slot():
     out = parse_policy(["flip", "crop:4", "cutout:4"]).apply(x, np.random.default_rng(1))
     for i in range(8):
         assert set(np.unique(out[i, ..., 0])) <= {0, i * 30 + 10}
+
+
+def test_alternating_flip_shows_every_image_both_ways_over_two_epochs():
+    x = batch(n=400)
+    index = np.arange(1000, 1400)
+
+    def flipped(epoch, seed=3):
+        out = alternating_flip(x, index, epoch, seed)
+        assert out.shape == x.shape and out.dtype == np.uint8 and out is not x
+        # each image is either itself or its mirror, never another image's
+        assert all(np.array_equal(o, i) or np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x))
+        return (out != x).any(axis=(1, 2, 3))
+
+    even, odd = flipped(0), flipped(1)
+    assert 0.4 < even.mean() < 0.6 and np.array_equal(odd, ~even)  # a seeded half, then the other half
+    assert np.array_equal(flipped(2), even) and np.array_equal(flipped(0), even)
+    assert not np.array_equal(flipped(0, seed=4), even)
+    # an image flips by where it sits in the training set, not where it falls in the batch
+    again = alternating_flip(x[::-1], index[::-1], 0, 3)
+    assert np.array_equal((again != x[::-1]).any(axis=(1, 2, 3)), even[::-1])
 
 
 def test_crop_is_a_translation_with_reflected_borders():
@@ -69,6 +89,7 @@ def test_cutout_zeroes_at_most_one_square():
     (["flip:3"], "takes no parameter"),
     (["flip", "flip"], "listed twice"),
     (["seed", "flip"], "whole policy"),
+    (["flip", "altflip"], "list one of them"),
 ])
 def test_bad_policies_say_what_is_wrong(value, message):
     with pytest.raises(EdgeError, match=message):

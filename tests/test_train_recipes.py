@@ -331,6 +331,27 @@ def test_hard_examples_are_rescored_and_the_easiest_left_out(tiny_folder, tmp_pa
     assert epochs[0] == epochs[1] == list(range(40)) and len(epochs[2]) == 40 and set(epochs[2]) == set(range(30))
 
 
+def test_alternating_flip_through_the_input_pipeline_follows_the_image_not_the_batch():
+    from edgekit.train.augment import parse_policy
+    from edgekit.train.pipeline import make_dataset
+    from edgekit_runtime import PreprocessSpec
+    x = np.full((40, 32, 32, 3), 255, np.uint8)
+    x[:, :, 0, :] = np.arange(40, dtype=np.uint8)[:, None, None]  # image i: a left column of value i
+    ds = make_dataset(x, np.zeros(40, np.int64), PreprocessSpec(height=32, width=32, scale=(1.0,) * 3), 8,
+                      num_classes=2, shuffle=True, augment=parse_policy(["altflip"]), seed=5)
+
+    def flipped_in_one_epoch():
+        out = {}
+        for batch, _ in ds:
+            for img in batch.numpy():
+                left = img[0, 0, 0] < 255
+                out[int(img[0, 0, 0] if left else img[0, -1, 0])] = not left
+        return np.array([out[i] for i in range(40)])
+
+    epochs = [flipped_in_one_epoch() for _ in range(3)]
+    assert 10 < epochs[0].sum() < 30 and np.array_equal(epochs[1], ~epochs[0]) and np.array_equal(epochs[2], epochs[0])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "mobilenet_v2", "--weights", "none"], "from-scratch network"),
     (["--strategy", "mirrored"], "needs --strategy one"),

@@ -53,12 +53,14 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
         else:
             order = sampler(rng_order, n, epoch[0]) if sampler else rng_order.permutation(n)
         rng = np.random.default_rng([seed, epoch[0], 1] + ([first] if replicas else []))
+        this_epoch = epoch[0]
         epoch[0] += 1
         for start in starts:
             for r in range(first, first + local):
                 idx = order[start + r * batch_size:start + (r + 1) * batch_size] if replicas else \
                     order[start:start + batch_size]
-                images = x[idx] if numpy_aug is None else numpy_aug.apply(x[idx], rng)
+                images = x[idx] if numpy_aug is None else numpy_aug.apply(x[idx], rng, index=idx, epoch=this_epoch,
+                                                                          seed=seed)
                 yield (images, y[idx]) if y is not None else images
 
     img_sig = tf.TensorSpec((None, *x.shape[1:]), tf.uint8)
