@@ -57,7 +57,8 @@ class HardExamples:
     def due(self, epochs_done: int, planned: int, warmup_fraction: float) -> bool:
         first = max(1, round(warmup_fraction * planned))
         every = max(1, round(RESCORE_SHARE * planned))
-        return epochs_done >= first and (epochs_done - first) % every == 0
+        # scores taken after epoch k are first drawn from in epoch k + 2: none are taken that no epoch would use
+        return first <= epochs_done <= planned - 2 and (epochs_done - first) % every == 0
 
     def _save(self, path: Path) -> None:
         with open(path, "wb") as fh:  # np.savez would add .npz to a temporary name
