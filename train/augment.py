@@ -130,11 +130,15 @@ def parse_policy(value: Union[str, bool, Sequence[str], None]) -> Policy:
     return Policy(ops)
 
 
-def flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def mirror(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy with the images where `mask` is true mirrored left to right."""
     out = images.copy()
-    mask = rng.random(len(images)) < 0.5
     out[mask] = out[mask, :, ::-1]
     return out
+
+
+def flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return mirror(images, rng.random(len(images)) < 0.5)
 
 
 def alternating_flip(images: np.ndarray, index: np.ndarray, epoch: int, seed: int) -> np.ndarray:
@@ -142,10 +146,7 @@ def alternating_flip(images: np.ndarray, index: np.ndarray, epoch: int, seed: in
     with np.errstate(over="ignore"):  # the hash wraps around on purpose
         h = (np.asarray(index, np.uint64) + np.uint64(seed + 1) * np.uint64(0x9E3779B97F4A7C15)) \
             * np.uint64(0xBF58476D1CE4E5B9)
-    mask = ((h >> np.uint64(31)) & np.uint64(1)).astype(bool) != bool(epoch % 2)
-    out = images.copy()
-    out[mask] = out[mask, :, ::-1]
-    return out
+    return mirror(images, ((h >> np.uint64(31)) & np.uint64(1)).astype(bool) != bool(epoch % 2))
 
 
 def pad_crop(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
