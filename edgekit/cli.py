@@ -22,8 +22,11 @@ DEFAULTS = TrainConfig()
 @app.callback()
 def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's own log lines and warnings "
                                                  "(hidden by default; EDGE_DEBUG=1 shows them too, with tracebacks).")):
-    from edgekit import quiet
+    from edgekit import hardware, quiet
     quiet.install(verbose)
+    bad = hardware.bad_emulation()
+    if bad:
+        _fail(EdgeError(bad))
 
 
 def dflt(key: str) -> str:

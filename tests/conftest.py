@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the quiet level `edge` uses (edgekit/quiet.py)
 
+import edgekit  # noqa: E402,F401  sets TensorFlow up for this CPU (oneDNN, EDGE_CPU) before any test imports it
+
 from testdata import write_folder  # noqa: E402
 
 

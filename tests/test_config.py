@@ -62,11 +62,11 @@ def test_bad_yaml_file(tmp_path: Path):
 
 def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_on_amx(monkeypatch):
     from edgekit.train import precision
-    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx512f", "amx_bf16", "amx_tile"])
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
     assert precision.choose("auto", from_scratch=True)[0] == "bfloat16"
     assert precision.choose("auto", from_scratch=False)[0] == "float32"
     assert precision.choose("auto", from_scratch=True, gpus=1)[0] == "float32"
-    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx512f", "avx512_bf16"])  # bfloat16 dot products, no AMX
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)  # e.g. avx512_bf16 dot products, no AMX
     assert precision.choose("auto", from_scratch=True) == ("float32", "this CPU has no AMX bfloat16 units")
     assert precision.choose("bfloat16", from_scratch=True)[0] == "bfloat16"  # asked for: emulated, but honoured
     with pytest.raises(EdgeError, match="from-scratch presets"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Optional, Tuple
 
+from edgekit import hardware
 from edgekit.errors import EdgeError
-from edgekit_runtime.device import cpu_flags
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -13,7 +13,7 @@ POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 def cpu_has_amx() -> bool:
     """AMX (Sapphire Rapids and later Xeons) multiplies bfloat16 tiles in hardware; elsewhere bfloat16 is emulated."""
-    return "amx_bf16" in cpu_flags()
+    return hardware.current().cpu.amx  # EDGE_CPU=avx2 hides it
 
 
 def choose(value: str, from_scratch: bool, gpus: int = 0) -> Tuple[str, str]:

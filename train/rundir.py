@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from rich.table import Table
 
+from edgekit import hardware
 from edgekit.versions import package_versions
 from edgekit.atomic import write_json, write_text, write_with
 from edgekit.errors import EdgeError
@@ -76,6 +77,7 @@ class RunDir:
                      "skipped_bad_files": data.bad_files},
             "seed": cfg.seed,
             "versions": library_versions(),
+            "hardware": hardware.in_tensorflow(),  # the CPU and the oneDNN choice (edgekit/hardware.py)
             "command": " ".join(sys.argv),
         }
         write_json(self.path / "run.json", self.run_info)
