@@ -101,21 +101,55 @@ def test_older_true_false_switch_still_reads():
     assert parse_policy("fast").key() == ["flip", "crop:4"]
 
 
+PROBE = budget.Probe(step_seconds=0.1, input_seconds=0.02, infer_seconds_per_image=1e-4, batches=8)
+
+
 def test_budget_epoch_choice():
-    # 30 min, 60 s spent, 40 s epochs, 20 s to evaluate/write: (1800*0.97 - 80) // 40 = 41
-    assert budget.plan_epochs(1800, 60, 40, 20) == 41
-    assert budget.plan_epochs(1800, 60, 40, 20, max_epochs=10) == 10
-    # twice the speed, twice the epochs (up to the fixed costs)
-    assert budget.plan_epochs(1800, 60, 20, 20) == 83
-    p = budget.Probe(step_seconds=0.1, input_seconds=0.02, infer_seconds_per_image=1e-4, batches=8)
-    assert budget.epoch_seconds(p, 100, 1000) == pytest.approx(100 * 0.11 + 0.1 + budget.CHECKPOINT_SECONDS)
-    assert p.input_share == pytest.approx(0.02 / 0.12)
-    assert "17% of the 120 ms" in p.describe(64)
+    # 30 min, 60 s spent, 100 steps of 0.11 s + 9 s validation + 0.5 s checkpoint = 20.5 s epochs, 20 s after:
+    # (1800 * 0.97 - 80) // 20.5 = 81 whole epochs
+    plan = budget.plan_rounds(1800, 60, PROBE, 100, 9.0, 0.5, 20)
+    assert (plan.rounds, plan.split, plan.steps) == (81, 1, 100) and plan.describe() == "81 epochs of ~20 s"
+    assert budget.epoch_seconds(PROBE, 100, 1000) == pytest.approx(100 * 0.11 + 0.1 + budget.CHECKPOINT_SECONDS)
+    assert PROBE.input_share == pytest.approx(0.02 / 0.12)
+    assert "17% of the 120 ms" in PROBE.describe(64)
 
 
-def test_budget_that_cannot_hold_one_epoch_is_refused_before_training():
-    with pytest.raises(EdgeError, match=r"cannot hold one epoch: 50 s are spent.*about 40 s.*Give at least 1.9 min"):
-        budget.plan_epochs(60, 50, 40, 20)
+def test_short_budget_trains_in_rounds_of_part_of_an_epoch():
+    # 3.5 min, 30 s spent, 390 steps (~43 s) + 2 s validation a epoch, 20 s after: 3 whole epochs would fit,
+    # too few to re-plan as they run; halves give 7 rounds
+    plan = budget.plan_rounds(210, 30, PROBE, 390, 2.0, 0.5, 20)
+    assert plan.split == 2 and plan.rounds >= budget.MIN_ROUNDS and plan.steps == 195
+    assert "rounds of 1/2 epoch (195 steps" in plan.describe()
+    # less than one epoch fits: still trains, on part of the data (rounds of a smaller share)
+    small = budget.plan_rounds(60, 30, PROBE, 390, 2.0, 0.5, 5)
+    assert small.split > 2 and small.rounds >= 1 and small.epochs < 1
+    # arrays train in whole epochs only
+    assert budget.plan_rounds(210, 30, PROBE, 390, 2.0, 0.5, 20, splits=(1,)).split == 1
+
+
+def test_budget_that_cannot_hold_any_training_is_refused_before_training():
+    with pytest.raises(EdgeError, match=r"cannot hold any training: 50 s are spent.*about 45 s.*Give at least 1.3 min"):
+        budget.plan_rounds(60, 50, PROBE, 390, 2.0, 0.5, 20)
+
+
+def test_activation_cache_views_shrink_to_leave_time_to_train_and_refuse_when_none_can():
+    # 30 min, 60 s spent, 45,000 training + 5,000 val images; half of the ~1,600 s left may go to the cache
+    views, seconds, why = budget.plan_cache_views(1800, 60, 0.006, 45000, 5000, 10000, 4)
+    assert views == 2 and seconds == pytest.approx(0.006 * (2 * 45000 + 5000))
+    assert why.startswith("cache_views 4 -> 2: 4 views would take ~1110 s")
+    assert budget.plan_cache_views(1800, 60, 0.010, 45000, 5000, 10000, 4)[0] == 1
+    assert budget.plan_cache_views(1800, 60, 0.004, 45000, 5000, 10000, 4) == (4, pytest.approx(740), None)
+    with pytest.raises(EdgeError, match=r"cannot hold the activation cache and any training: one view .* about 500 s"):
+        budget.plan_cache_views(600, 60, 0.010, 45000, 5000, 10000, 4)
+
+
+def test_reserve_for_what_follows_scales_with_a_slower_cpu():
+    fast = budget.Probe(0.1, 0.0, 1 / 8000, 8)
+    slow = budget.Probe(0.1, 0.0, 1 / 1100, 8)
+    assert budget.reserve_seconds(0, slow) == 0
+    assert budget.reserve_seconds(60, fast) == 60                      # never below the reference
+    assert budget.reserve_seconds(60, slow) == pytest.approx(120)      # half the reference's inference rate
+    assert budget.reserve_seconds(60, budget.Probe(0.1, 0, 1.0, 8)) == 60 * budget.MAX_RESERVE_SCALE
 
 
 def test_teacher_softening_keeps_the_order_and_flattens():

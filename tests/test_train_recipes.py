@@ -170,11 +170,21 @@ def test_cache_that_does_not_fit_the_disk_leaves_nothing(tiny_folder, tmp_path, 
     assert not any((cache_dir / "activations").iterdir())
 
 
-def test_budget_too_small_for_one_epoch_is_refused_before_training(tiny_folder, tmp_path):
-    with pytest.raises(EdgeError, match="cannot hold one epoch"):
+def test_budget_too_small_for_any_training_is_refused_before_training(tiny_folder, tmp_path):
+    with pytest.raises(EdgeError, match="cannot hold any training"):
         train(cfg(tiny_folder, preset="resnet8", time_budget=0.01), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints" / "train" / "last.keras").exists()
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_budget_too_small_for_the_activation_cache_is_refused_before_building_it(tiny_folder, tmp_path, cache_dir):
+    args = ["train", "--data", str(tiny_folder), "--out", str(tmp_path / "run"), "--preset", "mobilenet_v2",
+            "--weights", "none", "--set", "alpha=0.35", "--input-size", "32", "--fine-tune-from", "block_5_add",
+            "--time-budget", "0.01"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "cannot hold the activation cache and any training" in result.output and "Traceback" not in result.output
+    assert not (cache_dir / "activations").exists() or not any((cache_dir / "activations").iterdir())
 
 
 def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
@@ -187,6 +197,21 @@ def test_budgeted_run_plans_and_records(tiny_folder, tmp_path):
     # the plan is re-made from the epochs' own times (it may grow early on, or shrink), never past what fit()
     # was given, and the run stops at it
     assert 1 <= epochs == info["epochs_run"] <= info["final_planned_epochs"] <= 2 * info["planned_epochs"]
+
+
+def test_short_budget_trains_rounds_of_part_of_an_epoch_and_says_so(tiny_folder, tmp_path, monkeypatch, capsys):
+    from edgekit.train import budget
+    monkeypatch.setattr(budget, "ROUND_SPLITS", (2,))  # what a budget too short for MIN_ROUNDS epochs picks
+    run = train(cfg(tiny_folder, preset="resnet8", time_budget=0.6, lr_schedule="onecycle", optimizer="sgd",
+                    lr=0.05), tmp_path / "run")
+    out = capsys.readouterr().err  # the console writes to stderr
+    assert "rounds of 1/2 epoch" in out and "each round of 1/2 epoch is validated" in out
+    info = json.loads((run / "run.json").read_text())["time_budget"]
+    assert info["rounds_per_epoch"] == 2 and info["planned_epochs"] == info["planned_rounds"] / 2
+    assert info["rounds_run"] >= 1 and info["epochs_run"] == info["rounds_run"] / 2
+    state = json.loads((run / "checkpoints" / "train" / "state.json").read_text())
+    assert state["rounds_per_epoch"] == 2 and state["epochs_done"] == info["rounds_run"] and state["done"]
+    assert (run / "model.keras").is_file() and info["actual_seconds"] <= 0.6 * 60 * 1.05
 
 
 def test_budget_plan_grows_and_shrinks_and_moves_the_schedule_without_a_jump(tmp_path):

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -124,6 +125,25 @@ def _disk_check(where: Path, need: int) -> None:
     if free < need * 1.05 + (64 << 20):
         raise EdgeError(f"the activation cache needs {need / 1e9:.2f} GB and {where} has {free / 1e9:.2f} GB free: free "
                         "some space, point cache_dir (or EDGE_CACHE_DIR) at a larger disk, or lower cache_views.")
+
+
+def is_cached(key: Dict[str, object], cache_dir: Optional[str]) -> bool:
+    return (cache.cache_root("activations", cache_dir) / cache.key_of(key) / "meta.json").is_file()
+
+
+def seconds_per_image(bottom: keras.Model, spec, x: np.ndarray, batch_size: int, batches: int = 2) -> float:
+    """The frozen bottom's cost per image, timed on a few batches after a warm-up: what a cache will cost."""
+    @tf.function(reduce_retracing=True)
+    def encode(batch):
+        return bottom(to_model_input(tf.cast(batch, tf.float32), spec), training=False)
+
+    chunks = [x[i:i + batch_size] for i in range(0, min(len(x), batch_size * (batches + 1)), batch_size)]
+    encode(tf.constant(chunks[0])).numpy()
+    timed = chunks[1:] or chunks
+    t = time.perf_counter()
+    for chunk in timed:
+        encode(tf.constant(chunk)).numpy()
+    return (time.perf_counter() - t) / sum(len(c) for c in timed)
 
 
 def cached_activations(key: Dict[str, object], cache_dir: Optional[str], bottom: keras.Model, spec, policy: Policy,

@@ -42,6 +42,7 @@ class TrainConfig:
     final_lr: float = 0.0             # one-cycle: the rate the linear anneal ends at
     ema: float = 0.0                  # momentum of the weight average that is validated and saved; 0 = off
     time_budget: float = 0.0          # minutes for the whole run; chooses the epochs (overrides `epochs`); 0 = off
+    time_budget_reserve: float = 0.0  # seconds of time_budget kept for commands after training (the demo's convert, bench)
     teacher: Optional[str] = None     # a finished run whose probabilities are blended into the targets (distillation)
     distill_weight: float = 0.5       # share of the teacher's probabilities in each target (the rest: the label)
     distill_temperature: float = 1.0  # teacher probabilities softened as softmax(log p / T): T > 1 shows class likeness

@@ -33,6 +33,7 @@ class PhaseState:
     history: List[dict] = field(default_factory=list)
     planned_epochs: Optional[int] = None   # what a time budget chose (and later shortened), else None
     cache_key: Optional[dict] = None       # the activation-cache key parts the phase trains on
+    rounds_per_epoch: int = 1              # a short budget's rounds of part of an epoch: `epochs_done` counts rounds
 
     @classmethod
     def load(cls, path: Path, name: str) -> "PhaseState":
@@ -55,6 +56,7 @@ class Deadline:
     after_training: float   # final evaluation and writing
     steps_per_epoch: int
     max_epochs: int         # what fit() was given: a plan can grow up to this, never past it
+    unit: str = "epochs"    # or "rounds" (of part of an epoch: a short budget)
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -155,7 +157,7 @@ class Checkpointer(keras.callbacks.Callback):
         if s.planned_epochs != was:
             set_total_epochs(self.model, d.steps_per_epoch, s.planned_epochs)
             self._show_plan()
-            print(f"time budget: epochs take {per_epoch:.0f} s; the plan is now {s.planned_epochs} epochs (was {was}).",
+            print(f"time budget: {d.unit} take {per_epoch:.0f} s; the plan is now {s.planned_epochs} {d.unit} (was {was}).",
                   file=sys.stderr)
         if s.epochs_done >= s.planned_epochs:
             self.model.stop_training = True
@@ -174,9 +176,10 @@ def run_phase(model, state: PhaseState, folder: Path, *, train, val, epochs: int
             cb.progbar = keras.callbacks.ProgbarLogger(count_mode="steps")
             callbacks.append(cb.progbar)
         x, y = train if isinstance(train, tuple) else (train, None)
-        if isinstance(train, tf.data.Dataset) and steps_per_epoch is None and int(train.cardinality()) > 0:
-            # one iterator for every epoch (see Checkpointer._validate); the generator counts its epochs
-            steps_per_epoch, x = int(train.cardinality()), train.repeat()
+        if isinstance(train, tf.data.Dataset) and int(train.cardinality()) > 0:
+            # one iterator for every epoch (see Checkpointer._validate); the generator counts its epochs, and a
+            # round of part of an epoch goes on where the last one stopped
+            steps_per_epoch, x = steps_per_epoch or int(train.cardinality()), train.repeat()
         model.fit(x, y, epochs=epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps_per_epoch,
                   batch_size=batch_size, callbacks=callbacks, verbose=verbose, shuffle=isinstance(train, tuple))
     if (folder / "best.weights.h5").is_file():

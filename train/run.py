@@ -10,6 +10,7 @@ from typing import Optional
 
 import tf_keras as keras
 
+from edgekit import hardware
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.signals import sigterm_as_interrupt
@@ -90,7 +91,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
         console.print(f"[yellow]skipped[/] {line}")
     print_counts(data)
     chosen, why = precision.choose(cfg.precision, preset.from_scratch and not cfg.hub, distribute.visible_gpus())
-    console.print(precision.describe(chosen, why), highlight=False)
+    console.print(f"{precision.describe(chosen, why)}; {hardware.current().describe()}", highlight=False)
     s = Session(cfg, spec, data, run, weights, t_start, resume, cluster, verbose=1 if sys.stdout.isatty() else 2,
                 precision=chosen,
                 info={"data_seconds": time.perf_counter() - t0, "data_cache_hit": data.cache_hit,
@@ -122,7 +123,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
         console.print(f"weights fingerprint {fingerprint}"
                       + (f": the same on all {cluster.workers} workers" if cluster.workers > 1 else ""), highlight=False)
     train_seconds = sum(p.seconds for p in s.phases.values())
-    images_trained = sum(p.epochs_done for p in s.phases.values()) * len(data.train.y)
+    images_trained = sum(p.epochs_done / p.rounds_per_epoch for p in s.phases.values()) * len(data.train.y)
 
     if cfg.tta != "none":  # what the model alone scores, beside what the saved (averaging) model scores
         plain = predict_images(model, data.test.x, spec, cfg.batch_size)
@@ -142,7 +143,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
         final = [p.planned_epochs for p in s.phases.values() if p.planned_epochs is not None]
         run.record("time_budget", {**s.info.get("time_budget", {}), "actual_seconds": time.perf_counter() - t_start,
                                    "final_planned_epochs": final[-1] if final else None,
-                                   "epochs_run": sum(p.epochs_done for p in s.phases.values())})
+                                   "epochs_run": sum(p.epochs_done / p.rounds_per_epoch for p in s.phases.values()),
+                                   "rounds_run": sum(p.epochs_done for p in s.phases.values())})
     return run.path if cluster.is_chief else None
 
 

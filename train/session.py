@@ -92,38 +92,47 @@ def resumable(model, folder: Path, state: PhaseState, cluster: distribute.Cluste
 
 def fit(s: Session, model, name: str, *, train_data, make_train, val, epochs: int, lr: float, steps: int,
          batch_size: Optional[int] = None, after_training: float = 0.0, budgeted: bool = False, state=None,
-         hard=None):
+         hard=None, splittable: bool = True):
     """Compile, plan the epochs when a time budget applies, resume if interrupted, fit. Returns the model."""
     folder = s.run.ckpt(name)
     state = state or PhaseState.load(folder / "state.json", name)
     deadline = None
     if budgeted and not state.done and state.epochs_done == 0 and state.planned_epochs is None:
         # time a few steps: every run prints the input pipeline's share; a budget also plans from it
-        planned = probe_and_plan(s, model, make_train, val, steps, after_training)
+        planned = probe_and_plan(s, model, make_train, val, steps, after_training, splittable)
         if planned is not None:
-            state.planned_epochs, after = planned
-            deadline = Deadline(s.started + s.cfg.time_budget * 60 * (1 - budget.MARGIN), after, steps,
-                                max_epochs=budget.growth_cap(state.planned_epochs))
+            plan, after = planned
+            state.planned_epochs, state.rounds_per_epoch = plan.rounds, plan.split
+            deadline = Deadline(s.started + s.cfg.time_budget * 60 * (1 - budget.MARGIN), after,
+                                math.ceil(steps / plan.split), max_epochs=budget.growth_cap(plan.rounds),
+                                unit="epochs" if plan.split == 1 else "rounds")
+    split = state.rounds_per_epoch
+    round_steps = math.ceil(steps / split)  # an epoch, or a round of 1/split of one (a short budget)
     if budgeted and state.planned_epochs is not None:
         epochs = state.planned_epochs
-    s.compile(model, s.optimizer(lr, steps, epochs))
+    s.compile(model, s.optimizer(lr, round_steps, epochs))
     if deadline is not None:
         epochs = deadline.max_epochs  # fit()'s upper bound; the Checkpointer stops at the plan
     model = resumable(model, folder, state, s.cluster)
     s.info.setdefault("seconds_before_first_epoch", time.perf_counter() - s.started)
     distributed = s.cluster.strategy is not None
-    train = train_data(state.epochs_done)
+    if hard and split > 1:
+        console.print("hard examples: off for this run (they rescore between whole epochs; the budget trains in "
+                      "rounds of part of one)", highlight=False)
+        hard = None
+    train = train_data(state.epochs_done // split)
     s.phases[name] = run_phase(model, state, folder, train=train, val=val, epochs=epochs,
-                               steps_per_epoch=steps if distributed and not isinstance(train, tuple) else None, patience=s.cfg.early_stopping_patience,
+                               steps_per_epoch=round_steps if (distributed or split > 1) and not isinstance(train, tuple) else None,
+                               patience=s.cfg.early_stopping_patience,
                                verbose=s.verbose, batch_size=batch_size, deadline=deadline, distributed=distributed,
                                extra_callbacks=[hard.callback(lambda: state.planned_epochs or epochs,
                                                               s.cfg.warmup_fraction)] if hard else ())
     return model
 
 
-def probe_and_plan(s: Session, model, make_train, val, steps: int, after_training: float):
-    """Time a few steps on throwaway weights; with a time budget, choose the epochs that fit it:
-    (epochs, seconds to keep for evaluating and writing), else None."""
+def probe_and_plan(s: Session, model, make_train, val, steps: int, after_training: float, splittable: bool = True):
+    """Time a few steps on throwaway weights; with a time budget, choose the epochs (or rounds of part of one)
+    that fit it: (budget.Plan, seconds to keep for evaluating, writing and what follows), else None."""
     if not s.cfg.time_budget:
         # without a budget the model is not touched: the pipeline alone, on its own copy of the data
         alone = budget.input_seconds(make_train())
@@ -147,17 +156,27 @@ def probe_and_plan(s: Session, model, make_train, val, steps: int, after_trainin
         model.save(Path(tmp) / "probe.keras")
         model.save_weights(Path(tmp) / "probe.weights.h5")
         save_seconds = time.perf_counter() - t
-    per_epoch = budget.epoch_seconds(p, steps, len(s.data.val.y), val_seconds, save_seconds)
     passes = 1 if s.cfg.tta == "none" else 3  # with tta: the model alone, then the averaging model (two passes)
     after = after_training + passes * len(s.data.test.y) * p.infer_seconds_per_image + budget.WRITING_SECONDS + p.trace_seconds
+    reserve = budget.reserve_seconds(s.cfg.time_budget_reserve, p)
+    after += reserve
     elapsed = time.perf_counter() - s.started
-    epochs = budget.plan_epochs(s.cfg.time_budget * 60, elapsed, per_epoch, after)
-    planned = elapsed + epochs * per_epoch + after
-    console.print(f"time budget {s.cfg.time_budget:g} min: {elapsed:.0f} s spent, {epochs} epochs of ~{per_epoch:.0f} s, "
-                  f"~{after:.0f} s to evaluate and write: planned {planned / 60:.1f} min", highlight=False)
-    s.info["time_budget"] = {"minutes": s.cfg.time_budget, "planned_epochs": epochs, "planned_seconds": planned,
-                             "seconds_before_planning": elapsed, "epoch_seconds_estimate": per_epoch,
+    plan = budget.plan_rounds(s.cfg.time_budget * 60, elapsed, p, steps, val_seconds, save_seconds, after,
+                              budget.ROUND_SPLITS if splittable else (1,))
+    planned = elapsed + plan.rounds * plan.round_seconds + after
+    console.print(f"time budget {s.cfg.time_budget:g} min: {elapsed:.0f} s spent, {plan.describe()}, "
+                  f"~{after - reserve:.0f} s to evaluate and write"
+                  + (f", ~{reserve:.0f} s kept for what follows" if reserve else "")
+                  + f": planned {planned / 60:.1f} min", highlight=False)
+    full = budget.epoch_seconds(p, steps, len(s.data.val.y), val_seconds, save_seconds)
+    if plan.split > 1:
+        console.print(f"  (one epoch takes ~{full:.0f} s: too few would fit to re-plan as they run, so each round of "
+                      f"1/{plan.split} epoch is validated and the plan re-made after it)", highlight=False)
+    s.info["time_budget"] = {"minutes": s.cfg.time_budget, "planned_epochs": plan.epochs, "planned_rounds": plan.rounds,
+                             "rounds_per_epoch": plan.split, "planned_seconds": planned,
+                             "seconds_before_planning": elapsed, "epoch_seconds_estimate": full,
+                             "round_seconds_estimate": plan.round_seconds, "reserve_seconds": reserve,
                              "validation_seconds": val_seconds, "checkpoint_seconds": save_seconds,
                              "probe": p.to_dict()}
     s.run.record("time_budget", s.info["time_budget"])
-    return epochs, after
+    return plan, after

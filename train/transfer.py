@@ -41,20 +41,24 @@ def top_on_activations(s: Session, built):
     key = {**_backbone_key(s), "kind": "activations", "version": activations.CACHE_VERSION,
            "cut": cfg.fine_tune_from, "views": cfg.cache_views, "augment": policy.key()}
     state = PhaseState.load(s.run.ckpt("top") / "state.json", "top")
+    if s.resumed and state.cache_key is not None and cfg.time_budget:
+        key["views"] = state.cache_key.get("views", key["views"])  # a budget may have chosen fewer
     if s.resumed and state.cache_key is not None and state.cache_key != key:
         raise EdgeError("cannot resume: the activation cache key changed since this run started: "
                         + "; ".join(activations.key_changes(state.cache_key, key))
                         + ". Start a new run (another --out) to train on the new inputs.")
+    frozen = distribute.plain_copy(s.cluster, bottom)  # the cache's builder: one worker, no collectives
+    if cfg.time_budget and not state.cache_key and not activations.is_cached(key, cfg.cache_dir):
+        key = _fit_cache_to_budget(s, frozen, key)
     state.cache_key = key
     t0 = time.perf_counter()
-    frozen = distribute.plain_copy(s.cluster, bottom)  # the cache's builder: one worker, no collectives
     with s.cluster.chief_first():
         acts, hit = distribute.outside_strategy(activations.cached_activations, key, cfg.cache_dir, frozen, s.spec,
-                                                policy, cfg.cache_views, cfg.seed, s.data.train.x, s.data.val.x,
+                                                policy, key["views"], cfg.seed, s.data.train.x, s.data.val.x,
                                                 cfg.batch_size)
     cache_seconds = time.perf_counter() - t0
     s.info.update(activation_cache_hit=hit, activations_seconds=cache_seconds, cut=cfg.fine_tune_from,
-                  cache_views=cfg.cache_views)
+                  cache_views=key["views"])
     console.print(f"activation cache {'hit' if hit else 'miss (computed and stored)'}: {cache_seconds:.1f} s "
                   f"({acts['train'].shape[0]} views of {acts['train'].shape[1]:,} images at {cfg.fine_tune_from}, "
                   f"{acts['train'].shape[2:]})", highlight=False)
@@ -74,6 +78,22 @@ def top_on_activations(s: Session, built):
                state=state)
     name = f"{cfg.preset}_classifier"
     return activations.compose(bottom, top, name)
+
+
+def _fit_cache_to_budget(s: Session, frozen, key: Dict[str, object]) -> Dict[str, object]:
+    """Time the frozen layers on a few batches; under a time budget, build fewer views when the configured ones
+    would leave too little time to train, and refuse before building anything when even one view would."""
+    from edgekit.train import budget
+    per_image = distribute.outside_strategy(activations.seconds_per_image, frozen, s.spec, s.data.train.x,
+                                            s.cfg.batch_size)
+    elapsed = time.perf_counter() - s.started
+    views, seconds, why = budget.plan_cache_views(s.cfg.time_budget * 60, elapsed, per_image, len(s.data.train.y),
+                                                  len(s.data.val.y), len(s.data.test.y), s.cfg.cache_views)
+    console.print(f"activation cache: ~{seconds:.0f} s to build ({per_image * 1e3:.2f} ms per image through the frozen "
+                  f"layers)" + (f"; time budget: {why}" if why else ""), highlight=False)
+    s.info["activation_cache_plan"] = {"seconds_per_image": per_image, "estimate_seconds": seconds,
+                                       "views": views, "configured_views": s.cfg.cache_views}
+    return {**key, "views": views}
 
 
 def _bottom_seconds_per_image(s: Session, bottom, hit: bool, cache_seconds: float, acts) -> float:
@@ -124,7 +144,7 @@ def head_then_fine_tune(s: Session, built):
         shuffled = lambda epoch=0: _shuffled(feats["train"], ytr, cfg.batch_size, cfg.seed + epoch)  # noqa: E731
         head = fit(s, built.head, "head", train_data=lambda epoch=0: (feats["train"], ytr), make_train=shuffled,
                     val=(feats["val"], s.onehot(s.data.val.y)), epochs=cfg.epochs, lr=cfg.lr, steps=steps,
-                    batch_size=cfg.batch_size, budgeted=last_phase)
+                    batch_size=cfg.batch_size, budgeted=last_phase, splittable=False)  # arrays: whole epochs
         built.model.get_layer("predictions").set_weights(head.get_layer("predictions").get_weights())
         model = built.model
     else:
