@@ -73,3 +73,12 @@ def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_on_amx(monkeyp
         precision.choose("bfloat16", from_scratch=False)
     with pytest.raises(EdgeError, match="precision must be one of auto, float32, bfloat16.*Did you mean 'bfloat16'"):
         build_config(None, {"precision": "bfloat"})
+
+
+def test_time_budget_reserve_must_fit_inside_the_budget():
+    assert build_config(None, {"time_budget": 4.75, "time_budget_reserve": 55}).time_budget_reserve == 55
+    assert build_config(None, {"time_budget": 0, "time_budget_reserve": 55}).time_budget == 0  # no budget: unused
+    with pytest.raises(EdgeError, match="time_budget_reserve must be seconds, fewer than time_budget holds"):
+        build_config(None, {"time_budget": 1, "time_budget_reserve": 90})
+    with pytest.raises(EdgeError, match="time_budget_reserve"):
+        build_config(None, {"time_budget": 1, "time_budget_reserve": -1})

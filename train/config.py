@@ -178,6 +178,8 @@ def validate(cfg: TrainConfig) -> None:
         (0 <= cfg.final_lr <= cfg.lr, "final_lr must be between 0 and lr"),
         (cfg.ema == 0 or 0.5 <= cfg.ema < 1, "ema must be 0 (off) or a momentum in [0.5, 1), e.g. 0.99"),
         (cfg.time_budget >= 0, "time_budget must be 0 (off) or minutes"),
+        (cfg.time_budget_reserve >= 0 and (not cfg.time_budget or cfg.time_budget_reserve < cfg.time_budget * 60),
+         "time_budget_reserve must be seconds, fewer than time_budget holds"),
         (cfg.cache_views >= 1, "cache_views must be at least 1"),
         (0 <= cfg.hard_examples <= 0.5, "hard_examples must be 0 (off) or a share of the training images up to 0.5"),
         (0 < cfg.distill_weight <= 1, "distill_weight must be in (0, 1]"),
