@@ -211,7 +211,7 @@ def test_short_budget_trains_rounds_of_part_of_an_epoch_and_says_so(tiny_folder,
     assert info["rounds_run"] >= 1 and info["epochs_run"] == info["rounds_run"] / 2
     state = json.loads((run / "checkpoints" / "train" / "state.json").read_text())
     assert state["rounds_per_epoch"] == 2 and state["epochs_done"] == info["rounds_run"] and state["done"]
-    assert (run / "model.keras").is_file() and info["actual_seconds"] <= 0.6 * 60 * 1.05
+    assert (run / "model.keras").is_file()
 
 
 def test_budget_plan_grows_and_shrinks_and_moves_the_schedule_without_a_jump(tmp_path):
