@@ -14,9 +14,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .artifacts import ModelInfo, gather, resolve_model
+from .artifacts import ModelInfo, gather, resolve_model, verify_model
 from .engines import Engine, load_engine
 from .errors import InputError, ModelError, SpecError
+from .files import MiB, budget_under
 from .image import enlarge, is_enlargement, load_rgb, resize_rgb
 from .pixel_table import PixelTable, luma, snap_to_clip
 from .preprocess import PreprocessSpec
@@ -25,6 +26,8 @@ ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 Images = Union[ImageLike, Sequence[ImageLike]]
 
 _INPUT_DTYPES = (np.float32, np.float16, np.uint8, np.int8, np.int16)
+# Memory one image's decode may take by default: with the OS, Python and an engine this fits a 1 GB board.
+DEFAULT_DECODE_BUDGET = 256 * MiB
 
 
 def _fmt_shape(shape) -> str:
@@ -52,20 +55,28 @@ class Classifier:
         else:
             self._fill = self._fill_float
         self._to_probabilities = _output_converter(engine.output)
+        self.decode_budget = DEFAULT_DECODE_BUDGET
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, path: "str | os.PathLike", threads: Optional[int] = None, engine: Optional[str] = None,
              format: Optional[str] = None, labels: Optional[Sequence[str]] = None,
-             spec: "PreprocessSpec | dict | str | os.PathLike | None" = None) -> "Classifier":
+             spec: "PreprocessSpec | dict | str | os.PathLike | None" = None, verify: bool = True,
+             max_memory_mb: Optional[float] = None) -> "Classifier":
         """Load a .tflite/.onnx file, or the artifact `format` of an export directory.
 
         `threads` defaults to the CPUs available; `engine` is litert, tflite or onnx (default: the
         first installed that runs the file). `labels` and `spec` override what the files say.
+        With `verify` (default) a model that manifest.json beside it lists with a sha256 must match it
+        (ModelError otherwise; verify=False for a model edited by hand). `max_memory_mb`: see
+        set_memory_limit (default: DEFAULT_DECODE_BUDGET for decoding one image).
         """
         model = resolve_model(path, format)
+        digest = verify_model(model) if verify else None
         eng = load_engine(model, threads, engine)
         info = gather(model, eng.metadata())
+        info.integrity = (f"sha256 {digest} matches manifest.json" if digest else "not checked (verify off)"
+                          if not verify else "no sha256 recorded for it in a manifest.json beside it")
         if labels is not None:
             info.labels, info.labels_source = [str(v) for v in labels], "given"
         if spec is not None:
@@ -84,7 +95,18 @@ class Classifier:
         elif len(info.labels) != k:
             raise ModelError(f"{info.labels_source} lists {len(info.labels)} labels but {model.name} "
                              f"outputs {k} classes.")
-        return cls(eng, info.labels, info.spec, info, k)
+        clf = cls(eng, info.labels, info.spec, info, k)
+        if max_memory_mb is not None:
+            clf.set_memory_limit(max_memory_mb)
+        return clf
+
+    def set_memory_limit(self, max_memory_mb: float) -> int:
+        """Keep this process under `max_memory_mb` while decoding images: what it holds now (model, engine,
+        Python) is measured and the rest, less a reserve, becomes `decode_budget`, the bytes one image's decode
+        may take. Larger images are decoded within it (JPEG at a reduced scale, PNG in strips) or refused with
+        ImageError. A planning limit, not one the kernel enforces. Returns the budget in bytes."""
+        self.decode_budget = budget_under(max_memory_mb)
+        return self.decode_budget
 
     # ------------------------------------------------------------- properties
     @property
@@ -242,8 +264,7 @@ class Classifier:
         engine's buffer); float32 RGB models fill through spec.normalizer(), integer ones through their table."""
         np.copyto(dst, self._to_model_dtype(self._normalized(pixels, reuse=True)))
 
-    @staticmethod
-    def _pixels(item: ImageLike, size: Tuple[int, int]) -> np.ndarray:
+    def _pixels(self, item: ImageLike, size: Tuple[int, int]) -> np.ndarray:
         """One image at the model's size: enlarged in float (as training does), otherwise Pillow-resized uint8."""
         if isinstance(item, np.ndarray):
             if item.dtype != np.uint8:
@@ -259,7 +280,8 @@ class Classifier:
             img = load_rgb(item)
         elif isinstance(item, (str, os.PathLike, bytes, bytearray)):
             # target_size lets a huge JPEG decode at 1/2, 1/4 or 1/8 scale instead of in full.
-            img = load_rgb(bytes(item) if isinstance(item, bytearray) else item, target_size=size)
+            img = load_rgb(bytes(item) if isinstance(item, bytearray) else item, target_size=size,
+                           budget=self.decode_budget)
         else:
             raise InputError(f"cannot use a {type(item).__name__} as an image; give a path, bytes, "
                              "a PIL image or a uint8 HxWx3 array.")

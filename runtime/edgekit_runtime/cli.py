@@ -1,7 +1,8 @@
 """`edge-run`: classify images on the device. argparse, not typer, so the device needs nothing extra.
 
-Bad input ends with one line on stderr and exit code 2; an unexpected failure with one line and
-exit code 1 (EDGE_DEBUG=1 shows its traceback).
+Bad input (a missing, corrupt, special or oversized file, a tampered export, an invalid preprocess.json)
+ends with one line on stderr and exit code 2; an unexpected failure with one line and exit code 1
+(EDGE_DEBUG=1 shows its traceback).
 """
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MB, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of MB, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Run an edgekit image classifier (.tflite or .onnx) "
                                      "on images, without TensorFlow.")
@@ -47,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a manifest name, file name, or suffix such as int8)")
         p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all available)")
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        p.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="load a model even if its sha256 differs from the one manifest.json records "
+                       "(for a model edited by hand)")
 
     predict = sub.add_parser("predict", help="classify images", description="Print the most probable classes "
                              "of each image.")
@@ -56,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 3)")
     predict.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                          help="images decoded and run together (default: 32)")
+    predict.add_argument("--max-memory", type=_megabytes, metavar="MB",
+                         help="keep this process under MB while decoding: large JPEGs decode at a reduced "
+                         "scale and PNGs in strips to fit, other images that cannot are refused (default: "
+                         "256 MB for one image's decode, beside the model)")
 
     info = sub.add_parser("info", help="describe a model", description="Show the engine, input, labels and "
                           "preprocessing a model would be run with.")
@@ -73,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     from .classifier import Classifier
-    return Classifier.load(args.model, threads=args.threads, engine=args.engine, format=args.format)
+    return Classifier.load(args.model, threads=args.threads, engine=args.engine, format=args.format,
+                           verify=args.verify, max_memory_mb=getattr(args, "max_memory", None))
 
 
 def cmd_predict(args) -> int:
@@ -100,7 +119,7 @@ def cmd_predict(args) -> int:
                         done.append(classified(image, clf.predict([image])[0]))
                 except ImageError as exc:
                     failed.append({"image": image, "error": str(exc)})
-                    print(f"{PROG}: error: {exc}", file=sys.stderr)
+                    _say(f"error: {_text(exc)}")
         results += done
         if not args.json:
             for r in done:
@@ -128,7 +147,7 @@ def cmd_info(args) -> int:
         "output": {"shape": list(eng.output.shape), "dtype": str(eng.output.dtype), "scale": eng.output.scale,
                    "zero_point": eng.output.zero_point},
         "labels": clf.labels, "labels_from": info.labels_source,
-        "preprocess": clf.spec.to_dict(), "preprocess_from": info.spec_source,
+        "preprocess": clf.spec.to_dict(), "preprocess_from": info.spec_source, "integrity": info.integrity,
     }
     if args.json:
         print(json.dumps(details, indent=2))
@@ -146,6 +165,7 @@ def cmd_info(args) -> int:
     nums = lambda vs: "[" + ", ".join(f"{v:.6g}" for v in vs) + "]"
     print(f"preprocess  {spec.height}x{spec.width} {spec.channel_order}, scale {nums(spec.scale)}, "
           f"offset {nums(spec.offset)}  [{info.spec_source}]")
+    print(f"integrity   {info.integrity}")
     return 0
 
 
@@ -159,15 +179,41 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    # a file name may hold a newline or a terminal escape: the message stays one line of plain text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _say(text: str) -> None:
+    """`edge-run: TEXT` as one line on stderr; never raises (a closed or unencodable stderr loses the line)."""
+    try:
+        line = f"{PROG}: {_one_line(text)}\n"
+        sys.stderr.write(line.encode(getattr(sys.stderr, "encoding", None) or "utf-8", "backslashreplace")
+                         .decode(getattr(sys.stderr, "encoding", None) or "utf-8", "replace"))
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails must not fail the handler too
+        return "(no message)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    with contextlib.suppress(AttributeError, ValueError):
+        # image names are printed as given: an undecodable file name must not stop the output
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return {"predict": cmd_predict, "info": cmd_info, "bench": cmd_bench}[args.command](args)
     except RuntimeErrorBase as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _say(f"error: {_text(exc)}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `edge-run predict ... | head`: the reader left; nothing more to say.
@@ -177,8 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # anything else is a bug: still one line, unless debugging
         if os.environ.get("EDGE_DEBUG"):
             raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (EDGE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        _say(f"internal error: {type(exc).__name__}: {_text(exc)} (EDGE_DEBUG=1 shows the traceback)")
         return EXIT_INTERNAL
 
 

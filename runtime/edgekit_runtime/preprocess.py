@@ -6,6 +6,8 @@ reordering channels. Training writes it; every consumer (convert, runtime, bench
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -13,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import SpecError
+from .files import read_capped
 
 SCHEMA_VERSION = 1
 
@@ -30,14 +33,9 @@ class PreprocessSpec:
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise SpecError(f"preprocess: input size must be positive, got {self.height}x{self.width}.")
-        if len(self.scale) != 3 or len(self.offset) != 3:
-            raise SpecError("preprocess: scale and offset need one value per channel (3 each).")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise SpecError(f"preprocess: channel_order must be RGB or BGR, not {self.channel_order!r}.")
-        if self.layout not in ("NHWC", "NCHW") or self.resize_method != "bilinear":
-            raise SpecError("preprocess: layout must be NHWC or NCHW and resizing bilinear.")
+        # Checked here, not only when a file is read, so that specs built in Python (convert's command line,
+        # training's presets) meet the same limits as the preprocess.json the device reads.
+        check_spec({f: getattr(self, f) for f in _FIELDS}, "preprocess")
 
     @property
     def size(self):
@@ -84,21 +82,106 @@ class PreprocessSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessSpec":
-        known = {k: d[k] for k in ("height", "width", "scale", "offset", "channel_order",
-                                   "resize_method", "layout", "keep_aspect_ratio", "notes") if k in d}
-        missing = {"height", "width", "scale", "offset"} - set(known)
+    def from_dict(cls, d: object, source: str = "preprocess") -> "PreprocessSpec":
+        """A spec from parsed JSON, validated as a whole: SpecError naming `source` and the key, never TypeError."""
+        if not isinstance(d, dict):
+            raise SpecError(f"{source}: must hold a JSON object with height, width, scale and offset, "
+                            f"not {_kind(d)}.")
+        missing = {"height", "width", "scale", "offset"} - set(d)
         if missing:
-            raise SpecError(f"preprocess: missing field(s) {', '.join(sorted(missing))}.")
+            raise SpecError(f"{source}: missing field(s) {', '.join(sorted(missing))}.")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if not _is_int(version) or not 1 <= version <= SCHEMA_VERSION:
+            raise SpecError(f"{source}: 'schema_version' must be 1 to {SCHEMA_VERSION} (this runtime's), "
+                            f"not {_short(version)}.")
+        known = {k: d[k] for k in _FIELDS if k in d}
+        for key in ("height", "width"):  # 224.0 written by hand is 224
+            if isinstance(known[key], float) and known[key].is_integer() and abs(known[key]) < 1e9:
+                known[key] = int(known[key])
+        if known.get("notes") is None:
+            known.pop("notes", None)
+        check_spec(known, source)
         known["scale"], known["offset"] = tuple(known["scale"]), tuple(known["offset"])
         return cls(**known)
 
     @classmethod
     def load(cls, path: "str | os.PathLike") -> "PreprocessSpec":
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return cls.from_dict(json.load(fh))
-        except FileNotFoundError:
-            raise SpecError(f"{path}: no preprocess.json there.") from None
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise SpecError(f"{path}: not a valid preprocess.json ({exc}).") from None
+        """preprocess.json (a regular file of at most 1 MB, UTF-8 JSON), validated: SpecError otherwise."""
+        raw = read_capped(path, SPEC_FILE_LIMIT, SpecError, "preprocess.json")
+        return cls.from_dict(parse_json(raw, f"{path}", SpecError, "preprocess.json"), str(path))
+
+
+SPEC_FILE_LIMIT = 1 << 20
+MAX_SIDE = 4096                      # pixels per side of a model input; larger is a typo or a hostile file
+SCALE_RANGE = (1e-6, 1e4)            # |scale|: 1/255 and 1/127.5 are usual, 1.0 raw pixels, 257 16-bit ones
+MAX_OFFSET = 1e6                     # |offset|: Caffe-style mean subtraction is about -124
+_FIELDS = ("height", "width", "scale", "offset", "channel_order", "resize_method", "layout", "keep_aspect_ratio",
+           "notes")
+_CHOICES = {"channel_order": ("RGB", "BGR"), "layout": ("NHWC", "NCHW"), "resize_method": ("bilinear",)}
+
+
+def check_spec(fields: dict, source: str) -> None:
+    """SpecError with one sentence naming `source` and the first key whose value cannot be right."""
+    for key in ("height", "width"):
+        v = fields[key]
+        if not _is_int(v) or not 1 <= v <= MAX_SIDE:
+            raise SpecError(f"{source}: {key!r} must be a whole number of pixels from 1 to {MAX_SIDE}, "
+                            f"not {_short(v)}.")
+    for key, (low, high) in (("scale", SCALE_RANGE), ("offset", (0.0, MAX_OFFSET))):
+        values = fields[key]
+        if (isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or len(values) != 3
+                or not all(_is_number(v) for v in values)):
+            raise SpecError(f"{source}: {key!r} must be a list of 3 numbers (one per channel), not {_short(values)}.")
+        for v in values:
+            if not low <= abs(_as_float(v)) <= high:  # NaN fails every comparison
+                bound = f"from {low:g} to {high:g} in size" if low else f"at most {high:g} in size"
+                raise SpecError(f"{source}: {key!r} holds {_short(v)}; each value must be finite and {bound}.")
+    for key, choices in _CHOICES.items():
+        v = fields.get(key, choices[0])
+        if not isinstance(v, str) or v not in choices:
+            raise SpecError(f"{source}: {key!r} must be {' or '.join(map(repr, choices))}, not {_short(v)}.")
+    if not isinstance(fields.get("keep_aspect_ratio", False), bool):
+        raise SpecError(f"{source}: 'keep_aspect_ratio' must be true or false, not "
+                        f"{_short(fields['keep_aspect_ratio'])}.")
+    if not isinstance(fields.get("notes", ""), str):
+        raise SpecError(f"{source}: 'notes' must be text, not {_short(fields['notes'])}.")
+
+
+def parse_json(raw: bytes, source: str, error, what: str):
+    """JSON from bytes (UTF-8, a BOM tolerated), or `error` with one sentence: never UnicodeDecodeError,
+    RecursionError (deep nesting) or ValueError. NaN and Infinity parse, for the checks to name them."""
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{source}: not a {what} (not UTF-8 text: byte {exc.start}).") from None
+    except RecursionError:
+        raise error(f"{source}: not a {what} (JSON nested too deeply).") from None
+    except ValueError as exc:  # JSONDecodeError, and Python's limit on the digits of an integer
+        raise error(f"{source}: not a valid {what} ({str(exc).splitlines()[0][:120]}).") from None
+
+
+def _as_float(v) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an integer of 400 digits
+        return math.inf
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _kind(v: object) -> str:
+    return {list: "a list", str: "a string", type(None): "null", bool: "true/false"}.get(type(v), "a number")
+
+
+def _short(v: object, limit: int = 60) -> str:
+    try:
+        text = json.dumps(v) if isinstance(v, (list, dict, str, bool, type(None))) else repr(v)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(type(v).__name__)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
