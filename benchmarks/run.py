@@ -28,7 +28,7 @@ from edgekit.helpers import balanced_indices, did_you_mean
 from edgekit.progress import console, progress_bar
 from edgekit_runtime.image import is_enlargement
 
-EXIT_NOT_ALL_PASSED, EXIT_REGRESSION = 3, 4
+from edgekit.exits import OUTSIDE_TOLERANCE as EXIT_NOT_ALL_PASSED, REGRESSION as EXIT_REGRESSION
 
 
 @dataclass

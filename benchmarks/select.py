@@ -216,8 +216,9 @@ def dumps(selection: Selection) -> str:
 def console_table(sel: Selection):
     """Ranked candidates, one line each, the winner first; the reason column says why each lost."""
     from rich.table import Table
+    from rich.text import Text   # cells are plain text: a report's names and reasons may hold [markup]
     several = len({c.report for c in sel.candidates}) > 1
-    t = Table(title=f"edge select · device {sel.device} · by {sel.budget.metric}: {METRICS[sel.budget.metric]}",
+    t = Table(title=Text(f"edge select · device {sel.device} · by {sel.budget.metric}: {METRICS[sel.budget.metric]}"),
               title_justify="left")
     for col, just in (("#", "right"), ("", "center"), ("artifact", "left"), *((("run", "left"),) if several else ()),
                       (f"{sel.budget.metric} ms", "right"), ("top-1", "right"), ("Δ pp", "right"), ("size", "right"),
@@ -229,5 +230,5 @@ def console_table(sel: Selection):
                  "" if c.value_ms is None else f"{c.value_ms:.3f}", "" if c.top1 is None else f"{c.top1:.2%}",
                  "" if c.drop_pp is None else f"{0.0 - c.drop_pp:+.2f}", "" if c.size_mb is None else f"{c.size_mb:.2f} MB",
                  "" if c.ram_mb is None else f"{c.ram_mb:.0f}", c.why]
-        t.add_row(*cells, style="bold green" if c is sel.best else None)
+        t.add_row(*map(Text, cells), style="bold green" if c is sel.best else None)
     return t

@@ -26,7 +26,7 @@ from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 if TYPE_CHECKING:
     from edgekit.convert.source import Source
 
-EXIT_NOT_ALL_PASSED = 3
+from edgekit.exits import OUTSIDE_TOLERANCE as EXIT_NOT_ALL_PASSED
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 from edgekit_runtime.native import first_line, quiet_native_stderr
 from edgekit.convert.formats import Format
 from edgekit.errors import EdgeError
+from edgekit.exits import OUTSIDE_TOLERANCE
 
 if TYPE_CHECKING:
     from edgekit.convert.calibration import Images
@@ -89,7 +90,7 @@ def _fmt(v: Optional[float]) -> str:
 class ValidationError(EdgeError):
     """One or more artifacts are outside their tolerance; `mismatches` lists every one."""
 
-    exit_code = 3
+    exit_code = OUTSIDE_TOLERANCE
 
     def __init__(self, mismatches: Sequence[Mismatch]):
         self.mismatches = list(mismatches)

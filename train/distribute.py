@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 from edgekit.errors import EdgeError
+from edgekit.exits import LOST_WORKERS
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 TF_CONFIG = "TF_CONFIG"
@@ -23,7 +24,7 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 class WorkerLost(EdgeError):
     """Another worker stopped answering: restart them all with --resume (EX_TEMPFAIL: an orchestrator retries)."""
-    exit_code = 75
+    exit_code = LOST_WORKERS
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekit.atomic import write_json, write_text
 from edgekit.errors import EdgeError
+from edgekit.benchmarks.report.check import check_rows
 from edgekit.benchmarks.report.fields import headline_entry
 from edgekit.benchmarks.report.schema import SCHEMA_VERSION, Accuracy, Device, Report, Row
 from edgekit.benchmarks.macs import count_macs
@@ -228,11 +229,14 @@ def console_table(report: Report, title: str = ""):
 def load_report(path: Path) -> Report:
     """A report.json written by `edge bench`, the one reader of it: schema checked, one sentence when it is not."""
     try:
-        old = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise EdgeError(f"{path} is not a readable report.json ({exc}).") from None
     if not isinstance(old, dict) or not isinstance(old.get("rows"), list) or old.get("schema_version") != SCHEMA_VERSION:
         raise EdgeError(f"{path} is not an `edge bench` report.json (schema version {SCHEMA_VERSION}).")
     if not all(isinstance(r, dict) and r.get("name") and r.get("status") for r in old["rows"]):
         raise EdgeError(f"{path} has a row without a name or status; rerun `edge bench`.")
+    check_rows(old["rows"], str(path))
+    if old.get("export_dir") is not None and not isinstance(old["export_dir"], str):
+        raise EdgeError(f"{path}: 'export_dir' must be a path.")
     return old
