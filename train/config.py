@@ -172,7 +172,7 @@ def validate(cfg: TrainConfig) -> None:
         (0 < cfg.lr_decay <= 1, "lr_decay must be in (0, 1]"),
         (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (0 <= cfg.dropout < 1, "dropout must be in [0, 1)"),
-        (cfg.input_size is None or cfg.input_size >= 32, "input_size must be at least 32"),
+        (cfg.input_size is None or 32 <= cfg.input_size <= 4096, "input_size must be from 32 to 4096 (the runtime reads no larger preprocess.json)"),
         (cfg.limit_per_class is None or cfg.limit_per_class >= 2, "limit_per_class must be at least 2"),
         (0 <= cfg.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
         (0 <= cfg.final_lr <= cfg.lr, "final_lr must be between 0 and lr"),
