@@ -6,10 +6,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,10 +20,12 @@ import numpy as np
 
 from edgekit import __version__, platforms
 from edgekit.atomic import write_with
-from edgekit.deploy import bundle
+from edgekit.deploy import bundle, sign
+from edgekit.deploy.staging import child_env, temp_staging
+from edgekit.deploy.templates import INSTALL_SH, README, SIGNED, UNSIGNED
 from edgekit.errors import EdgeError
 from edgekit_runtime.engines import ENGINES, engines_for
-from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
+from edgekit_runtime.artifacts import LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints.txt"
@@ -43,6 +45,8 @@ class PackConfig:
     device: Optional[str] = None    # the bench device `best` selects for
     samples: int = 8
     data: Optional[str] = None      # images to draw the samples from; default: the run's or the conversion's data
+    sign: Optional[Path] = None     # an SSH private key: pack.json.sig (deploy/sign.py)
+    signer: Optional[str] = None    # the name install.sh --trust looks the key up under; default: the key's comment
 
     def check(self) -> None:
         if self.target not in platforms.ARCHITECTURES:
@@ -67,6 +71,8 @@ class Packed:
     why: str = ""                   # how the artifact was chosen
     seconds: float = 0.0
     notes: List[str] = field(default_factory=list)
+    signer: Optional[str] = None    # who signed pack.json (None: unsigned)
+    trust_line: Optional[str] = None  # the allowed_signers line a device needs to trust it (when KEY.pub was there)
 
 
 def pack(cfg: PackConfig) -> Packed:
@@ -76,25 +82,36 @@ def pack(cfg: PackConfig) -> Packed:
     from edgekit.convert.manifest import locate_export
     export, export_manifest = locate_export(run_dir)
     entry, why = choose_artifact(run_dir, export, export_manifest, cfg.format, cfg.device)
+    # every file is checked before anything is written: a manifest is data, and may point anywhere
+    model = {f: inside(export, f, what, run_dir) for f, what in (
+        (entry["file"], f"the {entry['format']} artifact's file {entry['file']!r}"),
+        (LABELS_FILE, LABELS_FILE), (PREPROCESS_FILE, PREPROCESS_FILE))}
     engine = choose_engine(entry["file"], cfg.engine)
-    name = f"{run_dir.name}-{entry['format']}-{cfg.target}-py{cfg.python}"
+    signing = sign.prepare(cfg.sign, cfg.signer) if cfg.sign is not None else None
+    if cfg.signer is not None and signing is None:
+        raise EdgeError("--signer names who signed the bundle: pass --sign KEY as well.")
+    # entry["format"] is a name of the formats table and the target and Python are checked: one path component
+    name = f"{run_dir.resolve().name}-{entry['format']}-{cfg.target}-py{cfg.python}"
     out = Path(cfg.out) if cfg.out else run_dir / "pack" / f"{name}.tar.gz"
     if out.exists() and not cfg.force:
         raise EdgeError(f"{out} exists; pass --force to replace it, or --out another file.")
-    with tempfile.TemporaryDirectory(prefix="edge-pack-") as tmp:
-        root = Path(tmp) / name
+    with temp_staging("edge-pack-") as tmp:
+        root = tmp / name
         (root / "model").mkdir(parents=True)
-        for f in (entry["file"], LABELS_FILE, PREPROCESS_FILE):
-            if not (export / f).is_file():
-                raise EdgeError(f"{export / f} is missing: convert {run_dir} again with edge convert.")
-            shutil.copy2(export / f, root / "model" / f)
-        wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.python, cfg.wheels, Path(tmp) / "dl")
-        wheels.append(runtime_wheel(root / "wheels", Path(tmp) / "build"))
+        for f, src in model.items():
+            shutil.copy2(src, root / "model" / f)
+        wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.python, cfg.wheels, tmp / "dl")
+        wheels.append(runtime_wheel(root / "wheels", tmp / "build"))
         samples = write_samples(run_dir, export, export_manifest, root, entry["file"], cfg.samples, cfg.data)
         shutil.copy2(Path(bundle.__file__), root / "bundle.py")
-        _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.python), 0o755)
+        _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.python,
+                                                           signer=signing.signer if signing else "",
+                                                           namespace=sign.NAMESPACE), 0o755)
+        signed = UNSIGNED if signing is None else SIGNED.format(
+            signer=signing.signer, namespace=sign.NAMESPACE,
+            line=sign.allowed_signers_line(signing) or f'{signing.signer} namespaces="{sign.NAMESPACE}" <public key>')
         _write_text(root / "README.txt", README.format(name=name, artifact=entry["format"], target=cfg.target,
-                                                       python=cfg.python, engine=engine))
+                                                       python=cfg.python, engine=engine, signed=signed))
         files = {p.relative_to(root).as_posix(): bundle.sha256(str(p)) for p in sorted(root.rglob("*")) if p.is_file()}
         manifest = {"schema_version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "edgekit": __version__, "run_dir": str(run_dir), "chosen_because": why,
@@ -105,20 +122,45 @@ def pack(cfg: PackConfig) -> Packed:
                     "target": {"arch": cfg.target, "python": cfg.python,
                                "glibc": ".".join(map(str, platforms.BOOKWORM_GLIBC)),
                                "platforms": platforms.manylinux_platforms(cfg.target)},
-                    "wheels": sorted(wheels), "samples": samples, "files": files}
+                    "wheels": sorted(wheels), "samples": samples, "files": files,
+                    "signature": {"signer": signing.signer, "namespace": sign.NAMESPACE, "file": sign.SIGNATURE}
+                    if signing else None}
         _write_text(root / bundle.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if signing:
+            sign.sign(root / bundle.MANIFEST, signing)
         _write_tar(root, out)
     return Packed(out, name, entry["format"], engine, sorted(wheels), len(samples), out.stat().st_size, why,
-                  time.perf_counter() - t0)
+                  time.perf_counter() - t0, signer=signing.signer if signing else None,
+                  trust_line=sign.allowed_signers_line(signing) if signing else None)
+
+
+def inside(folder: Path, rel: str, what: str, run_dir: Path) -> Path:
+    """folder/rel with every link resolved, when that is a regular file inside folder; one sentence otherwise.
+    rel comes from a manifest: '..', an absolute path or a link must not make pack read another folder."""
+    try:
+        base = Path(folder).resolve(strict=True)
+        path = (base / rel).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise EdgeError(f"{what} in {folder} cannot be resolved ({exc}).") from None
+    if not path.is_relative_to(base) or path == base:
+        raise EdgeError(f"{what} leads outside {folder} (to {path}): refusing to pack it.")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise EdgeError(f"{Path(folder) / rel} is missing: convert {run_dir} again with edge convert.") from None
+    if not stat.S_ISREG(mode):  # reading a FIFO would block pack forever
+        raise EdgeError(f"{what} in {folder} is not a regular file: refusing to pack it.")
+    return path
 
 
 # ------------------------------------------------------------------------------------------- choosing
 def choose_artifact(run_dir: Path, export: Path, manifest: dict, fmt: str, device: Optional[str]):
     """(manifest entry, why): a named format of the export, or the one `edge select` recommends."""
-    from edgekit.convert.manifest import MANIFEST_FILE, PASSED
+    from edgekit.convert.manifest import PASSED
+    from edgekit.convert.formats import FORMATS
     path = export / MANIFEST_FILE
     entries = manifest["artifacts"]
-    by_name = {e.get("format"): e for e in entries if e.get("file")}
+    by_name = {e["format"]: e for e in entries if isinstance(e.get("format"), str) and e.get("file")}
     if fmt == "best":
         from edgekit.benchmarks.select import Budget, select
         try:
@@ -134,6 +176,15 @@ def choose_artifact(run_dir: Path, export: Path, manifest: dict, fmt: str, devic
     entry = by_name.get(fmt)
     if entry is None:
         raise EdgeError(f"no exported format '{fmt}' in {path}; exported: {', '.join(by_name) or 'none'}.")
+    # the format's name goes into the bundle's folder name and the file into paths: both must be what convert writes
+    if fmt not in FORMATS:
+        raise EdgeError(f"{path} names an artifact format {fmt!r} that edge convert does not make "
+                        f"({', '.join(FORMATS)}): refusing to pack it.")
+    file = entry["file"]
+    if not isinstance(file, str) or file in (".", "..") or "/" in file or "\\" in file or "\0" in file \
+            or Path(file).suffix.lower() != FORMATS[fmt].suffix:
+        raise EdgeError(f"{path}: the {fmt} artifact's file {file!r} is not a {FORMATS[fmt].suffix} file name in "
+                        f"the export folder: refusing to pack it.")
     if entry.get("status") != PASSED:
         raise EdgeError(f"{fmt} did not pass convert's validation ({entry.get('status')}): "
                         f"{entry.get('reason') or 'see the manifest'}; pack a ✅ format.")
@@ -154,7 +205,7 @@ def choose_engine(file: str, engine: Optional[str]) -> str:
 
 # --------------------------------------------------------------------------------------------- wheels
 def _pip_download(packages: List[str], dest: Path, target: str, python: str, local: Optional[Path],
-                  constraints: Optional[Path], deps: bool = True) -> subprocess.CompletedProcess:
+                  constraints: Optional[Path], work: Path, deps: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
            *platforms.platform_args(platforms.manylinux_platforms(target)), "--python-version", python,
            "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
@@ -165,7 +216,8 @@ def _pip_download(packages: List[str], dest: Path, target: str, python: str, loc
         cmd += ["-c", str(constraints)]
     if not deps:
         cmd.append("--no-deps")
-    return subprocess.run(cmd + packages, capture_output=True, text=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd + packages, capture_output=True, text=True, env=child_env(work))
 
 
 def _constraints(engine: str, folder: Path) -> Optional[Path]:
@@ -185,18 +237,18 @@ def download_wheels(dest: Path, engine: str, target: str, python: str, local: Op
     """numpy, Pillow and the engine (with their dependencies) as wheels for the target; one sentence on failure."""
     dest.mkdir(parents=True, exist_ok=True)
     package = ENGINES[engine].package
-    res = _pip_download(["numpy", "pillow", package], dest, target, python, local, _constraints(engine, work))
+    res = _pip_download(["numpy", "pillow", package], dest, target, python, local, _constraints(engine, work), work)
     if res.returncode != 0:
         where = f"{target} / Python {python}" + (f" in {local}" if local else " on PyPI")
         # which of the three has no wheel at all (a conflict among dependencies is another failure)
         missing = [p for p in ("numpy", "pillow", package)
-                   if _pip_download([p], work / "probe", target, python, local, None, deps=False).returncode]
+                   if _pip_download([p], work / "probe", target, python, local, None, work, deps=False).returncode]
         if missing:
             hint = ""
             if package in missing:
                 others = [e.name for e in engines_for(ENGINES[engine].suffixes[0]) if e.name != engine]
                 fits = [o for o in others if _pip_download([ENGINES[o].package], work / o, target, python, local,
-                                                           None, deps=False).returncode == 0]
+                                                           None, work, deps=False).returncode == 0]
                 hint = (f"; engine {fits[0]} has one: --engine {fits[0]}" if fits else
                         f"; no other engine runs {ENGINES[engine].suffixes[0]} files there")
             if target == "armv7l":
@@ -220,7 +272,8 @@ def runtime_wheel(dest: Path, work: Path) -> str:
     shutil.copytree(src, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     before = set(dest.glob("edgekit_runtime-*.whl"))
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--quiet", "--no-deps",
-                          "--no-build-isolation", "--wheel-dir", str(dest), str(copy)], capture_output=True, text=True)
+                          "--no-build-isolation", "--wheel-dir", str(dest), str(copy)], capture_output=True, text=True,
+                         env=child_env(work))
     made = sorted(set(dest.glob("edgekit_runtime-*.whl")) - before)
     if res.returncode != 0 or not made:
         tail = [ln for ln in res.stderr.strip().splitlines() if ln.strip()][-1:] or ["no wheel written"]
@@ -284,35 +337,3 @@ def _write_tar(root: Path, out: Path) -> None:
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(root, arcname=root.name)
     write_with(out, write)
-
-
-INSTALL_SH = """#!/bin/sh
-# Installs edgekit-runtime[{extra}] from ./wheels into ./venv with pip alone (no network), then runs the
-# smoke test. PYTHON=/usr/bin/python{python} picks the interpreter (default: python3).
-set -eu
-cd "$(dirname "$0")"
-PY="${{PYTHON:-python3}}"
-if ! command -v "$PY" >/dev/null 2>&1; then
-  echo "install.sh: no $PY on this machine; install Python {python} (Raspberry Pi OS: sudo apt install python3-venv)" >&2
-  exit 2
-fi
-"$PY" bundle.py verify
-if [ ! -x venv/bin/python ]; then
-  "$PY" -m venv venv || {{ rm -rf venv; echo "install.sh: '$PY -m venv' failed; on Debian or Raspberry Pi OS: sudo apt install python3-venv" >&2; exit 2; }}
-fi
-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-index --find-links wheels "edgekit-runtime[{extra}]"
-venv/bin/python bundle.py smoke
-echo "installed. Classify images with: $(pwd)/venv/bin/edge-run predict $(pwd)/model IMAGE..."
-"""
-
-README = """{name}
-
-An edgekit bundle: the {artifact} artifact (model/, with labels.txt and preprocess.json), the wheels of
-edgekit-runtime with the {engine} engine for {target} and Python {python} (wheels/), and sample images.
-
-  ./install.sh        checks every file's sha256, installs into ./venv without network, runs the smoke test
-  venv/bin/edge-run predict model IMAGE...
-
-pack.json lists every file with its sha256, the samples with the answers recorded at pack time, and how
-the artifact was chosen.
-"""

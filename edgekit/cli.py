@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 import typer
 from typer.core import TyperCommand
 
-from edgekit import STARTED
+from edgekit import STARTED, exits
 from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train.config import TrainConfig
@@ -32,6 +32,12 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show 
 def dflt(key: str) -> str:
     """Help text shows the built-in default read from TrainConfig, so it can't drift from the code."""
     return f"Default: {getattr(DEFAULTS, key)}."
+
+
+def _esc(x) -> str:
+    """Text from paths and reports printed inside Rich markup: a `[/x]` in it is shown, not parsed."""
+    from rich.markup import escape
+    return escape(str(x))
 
 
 def _fail(exc: EdgeError) -> None:
@@ -186,7 +192,7 @@ def convert(
     console.print(manifest.table(report.entries, title=f"{report.out_dir}"))
     passed = sum(e["status"] == manifest.PASSED for e in report.entries)
     colour = "green" if report.all_passed else "red"
-    console.print(f"[bold {colour}]{passed}/{len(report.entries)} validated[/] · manifest: {report.out_dir / 'manifest.json'}",
+    console.print(f"[bold {colour}]{passed}/{len(report.entries)} validated[/] · manifest: {_esc(report.out_dir / 'manifest.json')}",
                   highlight=False, soft_wrap=True)
     raise typer.Exit(report.exit_code)
 
@@ -247,11 +253,11 @@ def bench(
     cmp = result.report.get("comparison")
     if cmp:
         bad = [c for c in cmp["checks"] if not c["ok"]]
-        console.print(f"baseline {cmp['baseline']}: " + ("[green]no regression[/]" if not bad else "[bold red]regression:[/] "
-                      + "; ".join(f"{c['name']} {c['metric']} {c['change']} (limit {c['limit']})" for c in bad)),
+        console.print(f"baseline {_esc(cmp['baseline'])}: " + ("[green]no regression[/]" if not bad else "[bold red]regression:[/] "
+                      + _esc("; ".join(f"{c['name']} {c['metric']} {c['change']} (limit {c['limit']})" for c in bad))),
                       highlight=False, soft_wrap=True)
     console.print(f"reports: {result.out_dir / 'report.md'} · {result.out_dir / 'report.html'} · "
-                  f"{result.out_dir / 'report.json'}", highlight=False, soft_wrap=True)
+                  f"{result.out_dir / 'report.json'}", highlight=False, soft_wrap=True, markup=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -283,9 +289,11 @@ def select(
         if not json_:
             console.print("[bold red]nothing fits the budget[/]: loosen --max-accuracy-drop/--max-size/--max-ram, "
                           "or convert with other formats.", highlight=False)
-        raise typer.Exit(5)
+        raise typer.Exit(exits.NONE_FITS)
     if not json_:
-        console.print(f"recommended: [bold]{result.best.artifact}[/] ({result.best.file})", highlight=False)
+        from rich.markup import escape
+        console.print(f"recommended: [bold]{escape(result.best.artifact)}[/] ({escape(str(result.best.file))})",
+                      highlight=False)
 
 
 @app.command()
@@ -302,19 +310,26 @@ def pack(
     samples: int = typer.Option(8, help="Test images bundled for the smoke test."),
     data: Optional[str] = typer.Option(None, help="Images to draw the samples from. Default: the run's test split, or the data the export was converted with."),
     check: bool = typer.Option(False, "--check", help="Then install it in the emulated Raspberry Pi OS userland and run its smoke test (aarch64; root, qemu-user-static, debootstrap: see make pi-check)."),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign pack.json with this SSH private key (ssh-keygen -Y sign); devices check it with install.sh --trust ALLOWED_SIGNERS."),
+    signer: Optional[str] = typer.Option(None, "--signer", metavar="NAME", help="With --sign: the name devices list the key under in allowed_signers. Default: the key's comment."),
 ):
     """Bundle an artifact for a device: model + labels + preprocessing, the runtime and engine wheels for that
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
     from edgekit.deploy.pack import PackConfig, pack as run_pack
     try:
-        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples, data))
+        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples, data,
+                                   sign, signer))
     except EdgeError as exc:
         _fail(exc)
-    console.print(f"[bold green]packed[/] {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "
-                  f"{done.artifact} ({done.why}), engine {done.engine}, {len(done.wheels)} wheels, "
+    console.print(f"[bold green]packed[/] {_esc(done.path)} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "
+                  f"{_esc(done.artifact)} ({_esc(done.why)}), engine {done.engine}, {len(done.wheels)} wheels, "
                   f"{done.samples} sample images", highlight=False, soft_wrap=True)
-    console.print(f"on the device: tar xzf {done.path.name} && {done.folder}/install.sh",
-                  highlight=False, soft_wrap=True)
+    console.print(f"on the device: tar xzf {done.path.name} && {done.folder}/install.sh"
+                  + (" --trust ALLOWED_SIGNERS" if done.signer else ""), highlight=False, soft_wrap=True, markup=False)
+    if done.signer:
+        line = done.trust_line or f'{done.signer} namespaces="edgekit-bundle" <its public key>'
+        console.print(f"signed by {done.signer}; ALLOWED_SIGNERS on the device holds the line: {line}",
+                      highlight=False, soft_wrap=True, markup=False)
     if check:
         from edgekit.deploy.pi.check import main as check_main
         raise typer.Exit(check_main(["--bundle", str(done.path)]))
@@ -339,14 +354,16 @@ def predict(
     threads: Optional[int] = typer.Option(None, help="CPU threads. Default: all available."),
     batch_size: int = typer.Option(32, help="Images decoded and run together."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    max_memory: Optional[float] = typer.Option(None, "--max-memory", metavar="MB", help="Keep this process under MB: large images decode within what the loaded model leaves. Default: 256 MB per image's decode."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the model's sha256 against the export's manifest.json (--no-verify: a model edited by hand)."),
 ):
     """Classify images with an exported artifact, through the device runtime (the same code as `edge-run predict`)."""
     from edgekit_runtime.cli import main as run_main
     argv = ["predict", str(model), *map(str, images), "--top-k", str(top_k), "--batch-size", str(batch_size)]
-    for flag, value in (("--format", format), ("--engine", engine), ("--threads", threads)):
+    for flag, value in (("--format", format), ("--engine", engine), ("--threads", threads), ("--max-memory", max_memory)):
         if value is not None:
             argv += [flag, str(value)]
-    raise typer.Exit(run_main(argv + (["--json"] if json_ else [])))
+    raise typer.Exit(run_main(argv + (["--json"] if json_ else []) + ([] if verify else ["--no-verify"])))
 
 
 @app.command()
@@ -398,10 +415,12 @@ def main() -> None:
         app(standalone_mode=True)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")
-        raise SystemExit(130)
+        raise SystemExit(exits.INTERRUPTED)
     except Exception as exc:  # a bug, not bad input: one line, and the traceback on request
         if os.environ.get("EDGE_DEBUG"):
             raise
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set EDGE_DEBUG=1 for the traceback)",
-                      highlight=False, soft_wrap=True)
-        raise SystemExit(1)
+        from rich.markup import escape
+        first = (str(exc).strip().splitlines() or [""])[0][:500]   # one line, whatever the exception holds
+        console.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(first)} "
+                      "(set EDGE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        raise SystemExit(exits.INTERNAL)

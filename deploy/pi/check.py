@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.atomic import write_json, write_text, write_with
+from edgekit.deploy.staging import temp_staging
 from edgekit.errors import EdgeError
 from edgekit.signals import sigterm_as_interrupt
 from edgekit_runtime.artifacts import LABELS_FILE, read_labels
@@ -210,8 +210,8 @@ def build_wheels(dest: Path, log) -> dict:
         raise rf.PiCheckError(f"pip download of the aarch64 wheels failed: {tail(res)}")
     res = run(rf.download_cmd(pip, str(dest), rf.TFLITE_PACKAGES, None, plats), log)
     info["tflite_download"] = "ok" if res.returncode == 0 else tail(res)
-    with tempfile.TemporaryDirectory() as tmp:  # build from a copy: no build/ left in the working tree
-        src = Path(tmp) / "runtime"
+    with temp_staging("pi-check-build-") as tmp:  # build from a copy: no build/ left in the working tree
+        src = tmp / "runtime"
         shutil.copytree(REPO / "runtime", src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
         res = run(rf.wheel_cmd(pip, str(src), str(dest)), log)
     if res.returncode != 0:
@@ -314,7 +314,7 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
     truth = [labels.index(c) for c, _ in picked] if all(c in labels for c, _ in picked) else None
     log(f"{len(picked)} CIFAR-10 test images, {len(by_class)} classes, seed {args.seed}")
 
-    host_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pi-check-host-")))
+    host_dir = stack.enter_context(temp_staging("pi-check-host-"))
     runners = host_runners(engines, work / "wheels", host_dir, log)
     host: Dict[Tuple[Path, str], Tuple[np.ndarray, str]] = {}
     for eng in engines:

@@ -15,7 +15,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -257,10 +256,11 @@ def chroot_mounts(root: Path, qemu_cpu: Optional[str] = None) -> Iterator[List[s
     dev_null = root / "dev" / "null"
     has_nodes = dev_null.exists() and dev_null.is_char_device()
     done: List[str] = []
-    with tempfile.TemporaryDirectory(prefix="pi-check-") as tmp:
+    from edgekit.deploy.staging import temp_staging
+    with temp_staging("pi-check-mounts-") as tmp:
         cpuinfo = None
         if qemu_cpu:
-            cpuinfo = os.path.join(tmp, "cpuinfo")
+            cpuinfo = str(tmp / "cpuinfo")
             present = Path("/sys/devices/system/cpu/present")
             ids = cpu_ids(present.read_text()) if present.exists() else list(range(os.cpu_count() or 1))
             Path(cpuinfo).write_text(pi_cpuinfo(qemu_cpu, ids))
