@@ -367,3 +367,8 @@ def test_bundle_check_refuses_what_is_not_an_aarch64_bundle(tmp_path, capsys):
         check_bundle(bundle, print)
     assert pc.main(["--bundle", str(bundle)]) == 2
     assert "pi-check: " in capsys.readouterr().err
+    (folder / "pack.json").write_text(_json.dumps({"target": ["aarch64"]}))   # hand-edited: wrong types
+    with tarfile.open(bundle, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    with pytest.raises(rf.PiCheckError, match="its pack.json names no target architecture"):
+        check_bundle(bundle, print)

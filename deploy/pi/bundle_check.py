@@ -31,9 +31,12 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
         raise rf.PiCheckError(f"{path}: not an `edge pack` bundle ({exc})") from None
     if len(tops) != 1:
         raise rf.PiCheckError(f"{path}: a bundle holds one top-level folder, this one {len(tops)}")
-    if manifest["target"]["arch"] != "aarch64":
-        raise rf.PiCheckError(f"{path} is for {manifest['target']['arch']}; the emulated Pi is aarch64 "
-                              "(pack with --target aarch64)")
+    target = manifest.get("target") if isinstance(manifest, dict) else None
+    arch = target.get("arch") if isinstance(target, dict) else None
+    if not isinstance(arch, str):
+        raise rf.PiCheckError(f"{path}: its pack.json names no target architecture; not an `edge pack` bundle")
+    if arch != "aarch64":
+        raise rf.PiCheckError(f"{path} is for {arch}; the emulated Pi is aarch64 (pack with --target aarch64)")
     problem = rf.missing_prerequisite(os.geteuid())
     if problem:
         raise rf.PiCheckError(problem)
@@ -55,8 +58,9 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
     for line in lines:
         log(f"  {line}")
     return {"passed": passed, "bundle": str(path), "size_bytes": path.stat().st_size,
-            "sha256": bundle_script.sha256(str(path)), "artifact": manifest["artifact"]["name"],
-            "engine": manifest["engine"], "samples": len(manifest["samples"]),
+            "sha256": bundle_script.sha256(str(path)), "artifact": (manifest.get("artifact") or {}).get("name")
+            if isinstance(manifest.get("artifact"), dict) else None,
+            "engine": manifest.get("engine"), "samples": len(manifest.get("samples") or []),
             "install_exit_code": res.returncode, "output": lines[-15:] if not passed else
             [line for line in lines if line.startswith(("bundle:", "smoke test"))],
             "error": None if passed else tail(res),
