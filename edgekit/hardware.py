@@ -42,6 +42,13 @@ class Cpu:
         return "amx_bf16" in self.flags
 
     @property
+    def onednn_bfloat16(self) -> bool:
+        """Whether oneDNN has bfloat16 kernels for this CPU: AVX-512 (BW, emulating the bfloat16 maths), AMX, or
+        AVX-NE-CONVERT. On an AVX2-only CPU its convolutions refuse bfloat16 ("could not create a primitive
+        descriptor"), measured under EDGE_CPU=avx2."""
+        return any(f in self.flags for f in ("avx512bw", "amx_bf16", "avx_ne_convert"))
+
+    @property
     def isa(self) -> str:
         """The CPU class the figures in RESULTS are given for: AMX, AVX-512, AVX2, older x86, or the machine."""
         if not self.x86:

@@ -93,3 +93,23 @@ def test_importing_edgekit_sets_the_environment_before_tensorflow(tmp_path):
                                          capture_output=True, text=True, check=True).stdout)
     if hardware.detect(environ={}).x86:
         assert emulated[0] == "1" and emulated[1]["cpu_class"] == "AVX2" and emulated[1]["emulated"] == "avx2"
+
+
+@pytest.mark.parametrize("info,env,refused", [
+    (EPYC_ZEN3, {}, True),                                  # oneDNN on (edgekit's choice), no AVX-512: refused
+    (EPYC_ZEN3, {hardware.ONEDNN_ENV: "0"}, False),         # the user turned oneDNN off: Eigen runs bfloat16, slowly
+    (EPYC_ZEN4, {}, False),
+    (XEON_AMX, {}, False),
+    (XEON_AMX, {hardware.EMULATE_ENV: "avx2"}, True),       # the stand-in behaves as the AVX2 CPU does
+])
+def test_bfloat16_is_refused_where_onednn_has_no_bfloat16_kernels(monkeypatch, info, env, refused):
+    from edgekit.errors import EdgeError
+    from edgekit.train import precision
+    monkeypatch.setattr(hardware, "current", lambda: setup_for(info, dict(env)))
+    if refused:
+        with pytest.raises(EdgeError, match=r"^precision bfloat16 needs a CPU with AVX-512 or AMX .* this one is AVX2 "
+                                            r".*use precision float32 or auto\.$"):
+            precision.choose("bfloat16", from_scratch=True)
+    else:
+        assert precision.choose("bfloat16", from_scratch=True) == ("bfloat16", "set in the config")
+    assert precision.choose("auto", from_scratch=True)[0] == ("bfloat16" if "amx_bf16" in info and not env else "float32")

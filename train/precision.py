@@ -24,6 +24,12 @@ def choose(value: str, from_scratch: bool, gpus: int = 0) -> Tuple[str, str]:
     if value == "bfloat16" and not from_scratch:
         raise EdgeError("precision bfloat16 is built for from-scratch presets (resnet8); a pretrained backbone "
                         "trains in float32.")
+    if value == "bfloat16" and not gpus:
+        setup = hardware.current()
+        if setup.onednn is not False and setup.cpu.x86 and not setup.cpu.onednn_bfloat16:
+            raise EdgeError(f"precision bfloat16 needs a CPU with AVX-512 or AMX for TensorFlow's oneDNN kernels; this "
+                            f"one is {setup.cpu.isa} (its convolutions cannot run bfloat16, and bfloat16 would be no "
+                            "faster than float32 here): use precision float32 or auto.")
     if value != "auto":
         return value, "set in the config"
     if not from_scratch:

@@ -80,6 +80,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
     keras.utils.set_random_seed(cfg.seed)
     weights = cfg.weights or preset.default_weights
     spec = preprocess_for(cfg)
+    # before the data: a precision this CPU cannot run is refused before minutes of decoding
+    chosen, why = precision.choose(cfg.precision, preset.from_scratch and not cfg.hub, distribute.visible_gpus())
 
     t0 = time.perf_counter()
     with cluster.chief_first():  # the chief decodes and caches; the others read its cache (when shared)
@@ -90,7 +92,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
     for line in data.bad_files:
         console.print(f"[yellow]skipped[/] {line}")
     print_counts(data)
-    chosen, why = precision.choose(cfg.precision, preset.from_scratch and not cfg.hub, distribute.visible_gpus())
     console.print(f"{precision.describe(chosen, why)}; {hardware.current().describe()}", highlight=False)
     s = Session(cfg, spec, data, run, weights, t_start, resume, cluster, verbose=1 if sys.stdout.isatty() else 2,
                 precision=chosen,
@@ -113,6 +114,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, t_start: float, cluster: d
         raise Interrupted(f"training interrupted; the last finished epoch is saved: resume with "
                           f"`edge train --out {out} --resume`.") from None
     except distribute.lost_worker_errors() as exc:
+        if cluster.kind == "one":   # no other worker to lose: TensorFlow itself stopped (an internal error)
+            raise
         raise distribute.WorkerLost(f"lost contact with another worker (TensorFlow: {type(exc).__name__}); "
                                     f"the last finished epoch is saved in {out}: restart every worker with "
                                     f"`edge train --out {out} --resume`.") from None
