@@ -60,14 +60,16 @@ def test_bad_yaml_file(tmp_path: Path):
         build_config(tmp_path / "nope.yaml", {})
 
 
-def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_on_amx(monkeypatch):
+def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_with_bfloat16_instructions(monkeypatch):
     from edgekit.train import precision
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(precision, "bfloat16_units", lambda: "AMX")
     assert precision.choose("auto", from_scratch=True)[0] == "bfloat16"
     assert precision.choose("auto", from_scratch=False)[0] == "float32"
     assert precision.choose("auto", from_scratch=True, gpus=1)[0] == "float32"
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)  # e.g. avx512_bf16 dot products, no AMX
-    assert precision.choose("auto", from_scratch=True) == ("float32", "this CPU has no AMX bfloat16 units")
+    monkeypatch.setattr(precision, "bfloat16_units", lambda: "AVX-512 BF16")
+    assert precision.choose("auto", from_scratch=True) == ("bfloat16", "this CPU has AVX-512 BF16 bfloat16 instructions")
+    monkeypatch.setattr(precision, "bfloat16_units", lambda: None)
+    assert precision.choose("auto", from_scratch=True) == ("float32", "this CPU has no bfloat16 instructions (AMX or AVX-512 BF16)")
     assert precision.choose("bfloat16", from_scratch=True)[0] == "bfloat16"  # asked for: emulated, but honoured
     with pytest.raises(EdgeError, match="from-scratch presets"):
         precision.choose("bfloat16", from_scratch=False)

@@ -112,4 +112,4 @@ def test_bfloat16_is_refused_where_onednn_has_no_bfloat16_kernels(monkeypatch, i
             precision.choose("bfloat16", from_scratch=True)
     else:
         assert precision.choose("bfloat16", from_scratch=True) == ("bfloat16", "set in the config")
-    assert precision.choose("auto", from_scratch=True)[0] == ("bfloat16" if "amx_bf16" in info and not env else "float32")
+    assert precision.choose("auto", from_scratch=True)[0] == ("bfloat16" if "bf16" in info and not env else "float32")
