@@ -274,7 +274,8 @@ def select(
 ):
     """Pick the artifact to deploy from bench reports: the fastest one that passed and fits the budget.
 
-    Every other artifact gets one line saying why it lost. Exit codes: 0 one fits, 5 none fits, 2 bad input.
+    Every other artifact gets one line saying why it lost; the table goes to stderr and the chosen format's name alone
+    to stdout (`edge pack RUN --format $(edge select RUN)`). Exit codes: 0 one fits, 5 none fits, 2 bad input.
     """
     from edgekit.benchmarks import select as sel
     try:
@@ -294,6 +295,7 @@ def select(
         from rich.markup import escape
         console.print(f"recommended: [bold]{escape(result.best.artifact)}[/] ({escape(str(result.best.file))})",
                       highlight=False)
+        typer.echo(result.best.artifact)   # the table is on stderr; stdout holds the pick alone: $(edge select RUN)
 
 
 @app.command()

@@ -69,6 +69,7 @@ def test_cli_table_json_and_exit_when_nothing_fits(reports, tmp_path):
     ok = CliRunner().invoke(app, ["select", str(run)])
     assert ok.exit_code == 0, ok.output
     assert "recommended: tflite-int8" in ok.output and "too slow" in ok.output
+    assert ok.stdout == "tflite-int8\n"   # $(edge select RUN) gets the pick alone
     js = CliRunner().invoke(app, ["select", str(run), str(other), "--device", "local", "--json"])
     assert js.exit_code == 0
     assert json.loads(js.output)["recommended"]["artifact"] == "tflite-int8"
