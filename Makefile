@@ -48,10 +48,12 @@ $(VENV)/.installed: pyproject.toml runtime/pyproject.toml constraints.txt
 # Convert and bench exit 3 when an artifact is not ✅; the demo reports that and goes on to the next step.
 # configs/demo.yaml budgets the whole demo (train keeps time for convert and bench); `edge train` already scores
 # the test set, so the demo runs no separate `edge evaluate`.
+# float32 and int8 in each engine: what a newcomer compares first (edge convert runs/demo adds the other formats)
+DEMO_FORMATS ?= tflite-fp32,tflite-int8,onnx-fp32,onnx-int8
 demo: venv
 	$(BIN)/edge train --config configs/demo.yaml --data $(DATA) --out runs/demo
-	$(BIN)/edge convert runs/demo || [ $$? -eq 3 ]
-	$(BIN)/edge bench runs/demo --samples 2000 --runs 30 || [ $$? -eq 3 ]
+	$(BIN)/edge convert runs/demo --formats $(DEMO_FORMATS) || [ $$? -eq 3 ]
+	$(BIN)/edge bench runs/demo --samples 1000 --runs 20 || [ $$? -eq 3 ]
 
 # Two worker processes, whole files each (module fixtures are built once), handed out in the order of
 # tests/conftest.py (longest first; xdist would otherwise start with the files that hold the most tests):
