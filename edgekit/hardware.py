@@ -2,8 +2,8 @@
 
 TensorFlow's x86 Linux wheels turn their oneDNN kernels on by default only on CPUs with the neural-network
 instructions (AVX-512 VNNI/BF16, AVX-VNNI, AMX). Elsewhere (an AVX2-only AMD EPYC, most desktops) it runs its
-Eigen kernels, measured 2.3x (a Xeon capped at AVX2) to 2.9x (an AMD EPYC Zen 3) slower on ResNet-8 training
-(RESULTS.md "Every CPU"). `configure()` turns oneDNN on there, and never touches a value the user set.
+Eigen kernels, measured 2.2x (a Xeon capped at AVX2) to 3.3x (an AMD EPYC Zen 4 capped at AVX2; the issue's
+Zen 3: 2.9x) slower on ResNet-8 training (RESULTS.md "Every CPU"). `configure()` turns oneDNN on there, and never touches a value the user set.
 
 `EDGE_CPU=avx2` makes an AVX-512/AMX machine stand in for an AVX2-only one: the AVX-512 and AMX flags are
 hidden from every choice edgekit makes (oneDNN, bfloat16) and oneDNN is capped at its AVX2 kernels
