@@ -18,6 +18,7 @@ from edgekit.errors import EdgeError
 from edgekit.helpers import balanced_indices
 from edgekit.progress import console
 from edgekit.train.data import GLOB_CHARS, Dataset, NoClassFolders, load_dataset, read_unlabeled
+from edgekit.train.images import ImageRows
 from edgekit.train.pipeline import to_model_input
 from edgekit_runtime import PreprocessSpec
 
@@ -57,7 +58,7 @@ def model_input(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def check_images(x: np.ndarray, spec: PreprocessSpec, what: str) -> None:
     """Images must be a non-empty uint8 (N, H, W, 3) batch; the size may differ (to_model_input resizes)."""
-    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[-1] != 3:
+    if not isinstance(x, (np.ndarray, ImageRows)) or x.ndim != 4 or x.shape[-1] != 3:
         shape = getattr(x, "shape", type(x).__name__)
         raise EdgeError(f"{what} images have shape {shape}; expected uint8 RGB images (N, H, W, 3) "
                         f"for a {spec.height}x{spec.width}x3 model.")
@@ -137,14 +138,26 @@ def validation_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec,
         raise EdgeError("no held-out images to validate on: the data set has neither a test nor a val split.")
     name, first = parts[0]
     if len(first.y) >= n or len(parts) == 1:
-        x, y = first.x, first.y
+        xs, y = [first.x], first.y
     else:
         name = "test+val"
-        x = np.concatenate([s.x for _, s in parts]) if len({s.x.shape[1:] for _, s in parts}) == 1 else first.x
-        y = np.concatenate([s.y for _, s in parts]) if len(x) != len(first.x) else first.y
-    check_images(x, spec, "validation")
+        xs = [s.x for _, s in parts] if len({s.x.shape[1:] for _, s in parts}) == 1 else [first.x]
+        y = np.concatenate([s.y for _, s in parts]) if len(xs) > 1 else first.y
+    for x in xs:
+        check_images(x, spec, "validation")
     idx = np.sort(balanced_indices(y, n, seed + 1))
-    return Images(x[idx], y[idx], spec, name, seed + 1, _counts(y[idx], labels))
+    return Images(_rows(xs, idx), y[idx], spec, name, seed + 1, _counts(y[idx], labels))
+
+
+def _rows(xs: Sequence[np.ndarray], idx: np.ndarray) -> np.ndarray:
+    """Rows `idx` (sorted) of the images xs end to end, reading only those: a split of the decoded cache is
+    read where it lies rather than copied whole."""
+    out, start = [], 0
+    for x in xs:
+        mine = idx[(idx >= start) & (idx < start + len(x))] - start
+        out.append(x[mine])
+        start += len(x)
+    return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 def unlabeled_images(dataset: Dataset, calib_n: Optional[int], val_n: int, seed: int,

@@ -4,23 +4,26 @@ Everything is decoded once with the runtime's own decoder into uint8 arrays, so 
 the pixels the device will see. Images that are not larger than the model input and share one size
 (CIFAR-10) stay at their native size and are resized inside the tf.data pipeline; all others are
 resized here, with the runtime's resize.
+
+Decoding runs on every core into .npy files in the decoded cache (decode.py), which are then memory-mapped:
+the splits are row numbers into them (images.ImageRows), so no split is held in memory whole.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgekit import cache
 from edgekit.errors import EdgeError
-from edgekit.progress import progress_bar
-from edgekit_runtime import ImageError, load_rgb, resize_rgb
+from edgekit.train import archive, decode
+from edgekit.train.images import ImageRows, open_npy
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -29,8 +32,8 @@ CIFAR10_ENV = "EDGE_CIFAR10"
 
 @dataclass
 class Split:
-    x: np.ndarray   # uint8 N x H x W x 3
-    y: np.ndarray   # int32 N
+    x: Union[ImageRows, np.ndarray]  # uint8 N x H x W x 3; indexing reads those images (images.py)
+    y: np.ndarray                    # int32 N
 
 
 @dataclass
@@ -59,11 +62,17 @@ class _Entry:
     split: str
     label: str
     name: str
-    read: Callable[[], bytes]
+    where: tuple   # where its bytes are: decode.Item.where
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+    dot = name.rfind(".")  # PurePosixPath(name).suffix, without building a path for each of 60,000 members
+    return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_SUFFIXES
+
+
+def _member_parts(name: str) -> Tuple[str, ...]:
+    """PurePosixPath(name).parts as far as _classify_path looks (the last three), several times faster."""
+    return tuple(p for p in name.split("/") if p and p != ".")
 
 
 def _classify_path(parts: Sequence[str]) -> Optional[Tuple[str, str]]:
@@ -86,25 +95,37 @@ def _folder_entries(root: Path) -> List[_Entry]:
             where = _classify_path(list(parts))
             if where:
                 path = Path(dirpath) / fname
-                entries.append(_Entry(where[0], where[1], str(path), path.read_bytes))
+                entries.append(_Entry(where[0], where[1], str(path), ("file", str(path))))
     return entries
 
 
-def _tar_entries(path: Path, classify=None) -> Iterator[_Entry]:
-    """The archive's images that `classify` (default: train|test/<class>/file) places as (split, label)."""
+def _tar_entries(path: Path, classify=None) -> List[_Entry]:
+    """The archive's images that `classify` (default: train|test/<class>/file) places as (split, label), each
+    found by its offset in the uncompressed stream: the rows' order must be known before decoding starts, and the
+    bytes are read in a second forward pass as chunks are handed out (decode._jobs), so the archive never has
+    to fit in memory. The first image of each split comes with its bytes (decode probes its size)."""
     classify = classify or _classify_path
+    probed, placed = set(), {}
+
+    def first_of_split(name: str) -> bool:
+        where = placed[name] = classify(_member_parts(name))
+        if not where or where[0] in probed:
+            return False
+        probed.add(where[0])
+        return True
+
     try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                where = classify(PurePosixPath(member.name).parts)
-                if where:
-                    fh = tar.extractfile(member)
-                    blob = fh.read() if fh else b""
-                    yield _Entry(where[0], where[1], f"{path.name}:{member.name}", lambda b=blob: b)
+        found = archive.members(str(path), first_of_split)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise EdgeError(f"cannot read archive {path}: {exc}.") from None
+        raise EdgeError(f"cannot read archive {path} (truncated or corrupt: {exc}).") from None
+    entries = []
+    whole = str(path.resolve())
+    for m in found:
+        where = placed[m.name]
+        if where:
+            at = ("bytes", m.blob) if m.blob is not None else ("tar", whole, m.offset, m.size)
+            entries.append(_Entry(where[0], where[1], f"{path.name}:{m.name}", at))
+    return entries
 
 
 def _is_tar(path: Path) -> bool:
@@ -112,43 +133,6 @@ def _is_tar(path: Path) -> bool:
         return tarfile.is_tarfile(path)
     except (EOFError, OSError):  # a truncated .tar.gz can fail while being sniffed
         return path.name.endswith((".tar", ".tar.gz", ".tgz"))
-
-
-def _decode(entry: _Entry, target: Tuple[int, int]):
-    blob = entry.read()
-    digest = hashlib.sha256(blob).hexdigest()
-    img = load_rgb(blob, target_size=target, name=entry.name)
-    if img.size[0] > target[1] or img.size[1] > target[0]:
-        return resize_rgb(img, target), digest
-    return np.asarray(img, dtype=np.uint8), digest
-
-
-def _decode_all(entries, total: Optional[int], target, skip_bad: bool, desc: str):
-    arrays, digests, kept, bad = [], [], [], []
-    workers = min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(workers) as pool, progress_bar(desc, total) as advance:
-        futures = [(e, pool.submit(_decode, e, target)) for e in entries]
-        for entry, fut in futures:
-            try:
-                arr, digest = fut.result()
-                arrays.append(arr)
-                digests.append(digest)
-                kept.append(entry)
-            except ImageError as exc:
-                bad.append(str(exc))
-            advance()
-    if bad and not skip_bad:
-        shown = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
-        raise EdgeError(f"{len(bad)} unreadable image(s): {shown}. Fix or remove them, or pass --skip-bad to go on without them.")
-    return arrays, digests, kept, bad
-
-
-def _stack(arrays: List[np.ndarray], target: Tuple[int, int]) -> np.ndarray:
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        from PIL import Image
-        arrays = [a if a.shape[:2] == target else resize_rgb(Image.fromarray(a), target) for a in arrays]
-    return np.stack(arrays) if arrays else np.zeros((0, *target, 3), np.uint8)
 
 
 def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator):
@@ -188,39 +172,74 @@ def resolve_source(data: str) -> str:
     return data
 
 
-def _read_files(path: Path, target: Tuple[int, int], skip_bad: bool):
-    """Decode a folder or archive: (xtr, ytr, xte, yte, class names, data hash, bad files)."""
+_OUT = {"train": "xtr", "test": "xte"}
+
+
+def _decode_source(path: Path, target: Tuple[int, int], skip_bad: bool, folder: Path):
+    """Decode a folder or archive into folder/{xtr,ytr,xte,yte}.npy: (class names, data hash, bad files)."""
     if path.is_dir():
         entries = _folder_entries(path)
-        total = len(entries)
     elif _is_tar(path):
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                total = sum(1 for m in tar.getmembers() if m.isfile() and _classify_path(PurePosixPath(m.name).parts))
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise EdgeError(f"cannot read archive {path} (truncated or corrupt: {exc}).") from None
         entries = _tar_entries(path)
     else:
         raise EdgeError(f"data path {path} is neither a folder nor a .tar/.tar.gz archive.")
-    if total == 0:
+    if not entries:
         raise NoClassFolders(f"no images found in {path}: expected train/<class>/*.jpg|png (and test/<class>/...).")
-    arrays, digests, kept, bad = _decode_all(entries, total, target, skip_bad, f"decoding {path.name}")
-    names = sorted({e.label for e in kept if e.split == "train"})
+    # rows in the order the data hash lists them (split, class, name), so no pass reorders the decoded files
+    order = sorted(range(len(entries)), key=lambda i: (entries[i].split, entries[i].label, entries[i].name, i))
+    slots, used = [0] * len(entries), {"train": 0, "test": 0}
+    for i in order:
+        slots[i] = used[entries[i].split]
+        used[entries[i].split] += 1
+    items = [decode.Item(e.name, _OUT[e.split], slots[i], e.where) for i, e in enumerate(entries)]
+    result = decode.decode_into(items, target, folder, f"decoding {path.name}")
+    bad = result.bad
+    if bad and not skip_bad:
+        shown = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise EdgeError(f"{len(bad)} unreadable image(s): {shown}. Fix or remove them, or pass --skip-bad to go on without them.")
+    kept = [i for i in order if result.digests[i] is not None]
+    names = sorted({entries[i].label for i in kept if entries[i].split == "train"})
     if len(names) < 2:
         raise EdgeError(f"{path} has {len(names)} class folder(s) under train/; a classifier needs at least two.")
-    stray = sorted({e.label for e in kept if e.split == "test"} - set(names))
+    stray = sorted({entries[i].label for i in kept if entries[i].split == "test"} - set(names))
     if stray:
         raise EdgeError(f"test/ has class folder(s) missing from train/: {', '.join(stray)}.")
     index = {c: i for i, c in enumerate(names)}
-    order = sorted(range(len(kept)), key=lambda i: (kept[i].split, kept[i].label, kept[i].name))
     h = hashlib.sha256()
-    for i in order:
-        h.update(f"{kept[i].split}/{kept[i].label}/{PurePosixPath(kept[i].name).name}\0{digests[i]}\n".encode())
-    tr = [i for i in order if kept[i].split == "train"]
-    te = [i for i in order if kept[i].split == "test"]
-    xtr, ytr = _stack([arrays[i] for i in tr], target), np.array([index[kept[i].label] for i in tr], np.int32)
-    xte, yte = _stack([arrays[i] for i in te], target), np.array([index[kept[i].label] for i in te], np.int32)
-    return xtr, ytr, xte, yte, names, h.hexdigest(), bad
+    for i in kept:
+        e = entries[i]
+        h.update(f"{e.split}/{e.label}/{e.name.rsplit('/', 1)[-1]}\0{result.digests[i]}\n".encode())
+    for split, name in _OUT.items():
+        if name not in result.paths:
+            np.save(folder / f"{name}.npy", np.zeros((0, *target, 3), np.uint8))
+        labels = [index[entries[i].label] for i in kept if entries[i].split == split]
+        np.save(folder / f"y{name[1:]}.npy", np.array(labels, np.int32))
+    return names, h.hexdigest(), bad
+
+
+_ARRAYS = ["xtr", "ytr", "xte", "yte"]
+
+
+def _open(path: Path):
+    """Images memory-mapped, labels (4 bytes an image) read whole."""
+    return open_npy(path) if path.name.startswith("x") else np.load(path)
+
+
+def _work_folder(entry: Path) -> Path:
+    """Where to decode when the result is not kept: beside the cache (a disk sized for it) if writable."""
+    return cache.begin(entry) or Path(tempfile.mkdtemp(prefix="edgekit-decoded-"))
+
+
+def _decode_and_open(path: Path, target, skip_bad: bool, folder: Path):
+    """_decode_source into `folder`, then its arrays mapped: ({name: array}, names, hash, bad); the folder is
+    removed if anything fails."""
+    try:
+        names, data_hash, bad = _decode_source(path, target, skip_bad, folder)
+        arrays = {n: _open(folder / f"{n}.npy") for n in _ARRAYS}
+    except BaseException:
+        decode.remove(folder)
+        raise
+    return arrays, names, data_hash, bad
 
 
 def _stamp(path: Path) -> Dict[str, object]:
@@ -237,18 +256,20 @@ def _stamp(path: Path) -> Dict[str, object]:
     return {"path": str(path.resolve()), "files": h.hexdigest()}
 
 
-def _read_files_cached(path: Path, target, skip_bad: bool, cache_dir: Optional[str]):
-    """_read_files, reusing the decoded arrays of an earlier run on unchanged files."""
+def _read_files_cached(path: Path, target, skip_bad: bool, cache_dir: Optional[str], use_cache: bool = True):
+    """(arrays, class names, data hash, bad files, hit): decoded once into the cache, memory-mapped from it."""
     parts = {"decoder": 1, "source": _stamp(path), "target": list(target), "skip_bad": skip_bad}
     entry = cache.cache_root("decoded", cache_dir) / cache.key_of(parts)
-    found = cache.load(entry, ["xtr", "ytr", "xte", "yte"])
-    if found:
+    found = cache.load(entry, _ARRAYS, _open) if use_cache else None
+    if found and len(found[0]["xtr"]) == len(found[0]["ytr"]) and len(found[0]["xte"]) == len(found[0]["yte"]):
         a, meta = found
-        return a["xtr"], a["ytr"], a["xte"], a["yte"], meta["names"], meta["data_hash"], meta["bad"], True
-    xtr, ytr, xte, yte, names, data_hash, bad = _read_files(path, target, skip_bad)
-    cache.store(entry, {"xtr": xtr, "ytr": ytr, "xte": xte, "yte": yte},
-                {**parts, "names": names, "data_hash": data_hash, "bad": bad})
-    return xtr, ytr, xte, yte, names, data_hash, bad, False
+        return a, meta["names"], meta["data_hash"], meta["bad"], True
+    folder = _work_folder(entry)
+    a, names, data_hash, bad = _decode_and_open(path, target, skip_bad, folder)
+    if not use_cache or folder.parent != entry.parent or \
+            not cache.commit(folder, entry, {**parts, "names": names, "data_hash": data_hash, "bad": bad}):
+        decode.remove(folder)  # the mappings keep the files' data until they are dropped
+    return a, names, data_hash, bad, False
 
 
 def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -260,28 +281,28 @@ def load_dataset(data: str, target: Tuple[int, int], *, val_fraction: float = 0.
     hit = False
     if source == "cifar10":
         xtr, ytr, xte, yte, data_hash = _keras_cifar10()
+        xtr, xte = ImageRows(xtr), ImageRows(xte)
         names = list(CIFAR10_CLASSES)
     else:
         path = Path(source).expanduser()
         if not path.exists():
             raise EdgeError(f"data path {path} does not exist (expected 'cifar10', a folder or a .tar/.tar.gz).")
-        if use_cache:
-            xtr, ytr, xte, yte, names, data_hash, bad, hit = _read_files_cached(path, target, skip_bad, cache_dir)
-        else:
-            xtr, ytr, xte, yte, names, data_hash, bad = _read_files(path, target, skip_bad)
+        a, names, data_hash, bad, hit = _read_files_cached(path, target, skip_bad, cache_dir, use_cache)
+        xtr, ytr, xte, yte = (a[n] for n in _ARRAYS)
+    # every split is row numbers into the decoded arrays (take): nothing is copied
     rng = np.random.default_rng(seed)
     if len(xte) == 0:
         keep, held = _stratified(ytr, test_fraction, rng)
-        xtr, ytr, xte, yte = xtr[keep], ytr[keep], xtr[held], ytr[held]
+        xtr, ytr, xte, yte = xtr.take(keep), ytr[keep], xtr.take(held), ytr[held]
     sel = _limit(ytr, limit_per_class, rng)
-    xtr, ytr = xtr[sel], ytr[sel]
+    xtr, ytr = xtr.take(sel), ytr[sel]
     sel = _limit(yte, test_limit_per_class, rng)
-    xte, yte = xte[sel], yte[sel]
+    xte, yte = xte.take(sel), yte[sel]
     keep, held = _stratified(ytr, val_fraction, rng)
     # The hash names the exact images in use, so a capped run never reuses a full run's cache.
     if limit_per_class or test_limit_per_class:
         data_hash = hashlib.sha256(f"{data_hash}|{limit_per_class}|{test_limit_per_class}|{seed}".encode()).hexdigest()
-    return Dataset(names, Split(xtr[keep], ytr[keep]), Split(xtr[held], ytr[held]), Split(xte, yte),
+    return Dataset(names, Split(xtr.take(keep), ytr[keep]), Split(xtr.take(held), ytr[held]), Split(xte, yte),
                    data_hash, source, bad, hit)
 
 
@@ -295,11 +316,11 @@ def read_unlabeled(data: str, target: Tuple[int, int]) -> Dataset:
     import glob as globbing
     if GLOB_CHARS & set(data):
         files = sorted(Path(f) for f in globbing.glob(os.path.expanduser(data), recursive=True) if Path(f).is_file())
-        entries = [_Entry("test", "", str(f), f.read_bytes) for f in files if _is_image_name(f.name)]
+        entries = [_Entry("test", "", str(f), ("file", str(f))) for f in files if _is_image_name(f.name)]
     else:
         path = Path(data).expanduser()
         if path.is_dir():
-            entries = [_Entry("test", "", str(f), f.read_bytes) for f in sorted(path.rglob("*"))
+            entries = [_Entry("test", "", str(f), ("file", str(f))) for f in sorted(path.rglob("*"))
                        if _is_image_name(f.name) and f.is_file()]
         elif path.is_file() and _is_tar(path):
             entries = list(_tar_entries(path, lambda parts: ("test", "") if _is_image_name(parts[-1]) else None))
@@ -308,12 +329,21 @@ def read_unlabeled(data: str, target: Tuple[int, int]) -> Dataset:
                             "'photos/*.jpg').")
     if not entries:
         raise EdgeError(f"no images in {data} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
-    arrays, digests, kept, bad = _decode_all(entries, len(entries), target, True, "decoding images")
-    if not kept:
-        raise EdgeError(f"none of the {len(entries)} image(s) in {data} could be read: {bad[0]}")
+    # not cached (a folder of photos to calibrate on is small, and may change between runs): decoded beside the
+    # cache, mapped, and the files removed at once
+    folder = _work_folder(cache.cache_root("decoded") / "unlabeled")
+    try:
+        items = [decode.Item(e.name, "x", i, e.where) for i, e in enumerate(entries)]
+        result = decode.decode_into(items, target, folder, "decoding images")
+        kept = [(e.name, d) for e, d in zip(entries, result.digests) if d is not None]
+        if not kept:
+            raise EdgeError(f"none of the {len(entries)} image(s) in {data} could be read: {result.bad[0]}")
+        x = open_npy(result.paths["x"])
+    finally:
+        decode.remove(folder)
     h = hashlib.sha256()
-    for entry, digest in sorted(zip(kept, digests), key=lambda t: t[0].name):
-        h.update(f"{entry.name}\0{digest}\n".encode())
-    x = _stack(arrays, target)
+    for name, digest in sorted(kept, key=lambda t: t[0]):
+        h.update(f"{name}\0{digest}\n".encode())
     pool = Split(x, np.full(len(x), -1, np.int32))
-    return Dataset([], pool, Split(x[:0], pool.y[:0]), pool, h.hexdigest(), data, bad, False, labeled=False)
+    return Dataset([], pool, Split(x.take(slice(0, 0)), pool.y[:0]), pool, h.hexdigest(), data, result.bad, False,
+                   labeled=False)

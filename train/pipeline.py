@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from edgekit.train.augment import Policy, seed_layers
+from edgekit.train.images import ImageRows
 from edgekit_runtime import PreprocessSpec
 
 
@@ -21,7 +22,7 @@ def to_model_input(images: tf.Tensor, spec: PreprocessSpec) -> tf.Tensor:
     return x * tf.constant(spec.scale, tf.float32) + tf.constant(spec.offset, tf.float32)
 
 
-def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, batch_size: int, *,
+def make_dataset(x: "np.ndarray | ImageRows", y: Optional[np.ndarray], spec: PreprocessSpec, batch_size: int, *,
                  num_classes: int, shuffle: bool = False, augment: Optional[Policy] = None, seed: int = 0,
                  start_epoch: int = 0, replicas: Optional[Tuple[int, int, int]] = None,
                  sampler: Optional[Callable[[np.random.Generator, int, int], np.ndarray]] = None) -> tf.data.Dataset:
@@ -30,6 +31,8 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
     Arrays stay in numpy (a 60k x 160 x 160 array would not fit in a graph constant); each epoch
     draws a fresh permutation from `seed + epoch` and its augmentation from (seed, epoch), so a
     resumed run sees the same batches. The numpy ops of `augment` run on the uint8 batch here.
+    `x` may be ImageRows (a split of the memory-mapped decoded cache): then `x[idx]` reads just that batch,
+    the same pixels an array would give, so memory does not grow with the data set.
 
     `replicas` = (first, local, total) under a distribution strategy: of every global batch of
     `batch_size` x total images, this worker yields the per-replica batches of replicas first … first+local-1
@@ -87,15 +90,18 @@ def make_dataset(x: np.ndarray, y: Optional[np.ndarray], spec: PreprocessSpec, b
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2).with_options(options)
 
 
-def predict_images(model, x: np.ndarray, spec: PreprocessSpec, batch_size: int = 256, advance=None) -> np.ndarray:
-    """Probabilities for uint8 images, batch by batch from numpy (no generator-backed dataset to tear down)."""
+def predict_images(model, x: np.ndarray, spec: PreprocessSpec, batch_size: int = 256, advance=None,
+                   flip: bool = False) -> np.ndarray:
+    """Probabilities for uint8 images, batch by batch from numpy (no generator-backed dataset to tear down);
+    `flip`: of their mirror images, flipped batch by batch rather than as a copy of the whole of `x`."""
     @tf.function(reduce_retracing=True)
     def step(batch):
         return model(to_model_input(batch, spec), training=False)
 
     out = []
     for start in range(0, len(x), batch_size):
-        out.append(step(tf.constant(x[start:start + batch_size])).numpy())
+        batch = x[start:start + batch_size]
+        out.append(step(tf.constant(np.ascontiguousarray(batch[:, :, ::-1]) if flip else batch)).numpy())
         if advance:
             advance(min(batch_size, len(x) - start))
     return np.concatenate(out) if out else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)

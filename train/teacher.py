@@ -40,8 +40,7 @@ def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: s
     out = np.zeros((len(x), len(labels)), np.float32)
     with progress_bar(f"teacher {run.name} on {len(x):,} images (and their mirror images)", 2 * len(x)) as advance:
         for flipped in (False, True):
-            out += 0.5 * predict_images(model, np.ascontiguousarray(x[:, :, ::-1]) if flipped else x, spec,
-                                        batch_size, advance)
+            out += 0.5 * predict_images(model, x, spec, batch_size, advance, flip=flipped)
     cache.store(entry, {"probs": out}, key)
     return out, False, time.perf_counter() - t0
 
