@@ -156,7 +156,8 @@ def run_artifact(path: Path, images: "Images", threads: Optional[int] = None, ba
     would enlarge them in float with the same arithmetic)."""
     from edgekit_runtime import Classifier
     with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
-        clf = Classifier.load(path, threads=threads, engine=None)
+        # verify=False: the artifact was just written, and a manifest beside it (if any) describes an older one
+        clf = Classifier.load(path, threads=threads, engine=None, verify=False)
         if images.x.dtype == np.uint8 and images.x.shape[1:] == tuple(clf.input_shape[:2]) + (3,):
             out = [clf.predict(images.x[i:i + batch_size], batch_size=batch_size)
                    for i in range(0, len(images), batch_size)]
