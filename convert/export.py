@@ -6,7 +6,6 @@ carries one line saying why (❌). Validation is a separate step (validate.py) o
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,24 +127,3 @@ def export_all(formats: Sequence[Format], ctx: ExportContext, out_dir: Path,
             on_done(result)
         results.append(result)
     return results
-
-
-def explain_unsupported(text: str, fmt: Format, select_tf_ops: bool) -> Optional[str]:
-    """Turn a TFLite converter log into 'op X …, flag Y would allow it', or None if it is about something else."""
-    flex = re.search(r"TF Select ops: ([^\n]+)", text)
-    custom = re.search(r"Custom ops: ([^\n]+)", text)
-    if flex:
-        ops = flex.group(1).strip().rstrip(",")
-        if select_tf_ops:
-            return f"op(s) {ops} need TF Select, which {fmt.name} cannot combine with its kernels."
-        return (f"op(s) {ops} are not TFLite builtins; converter flag SELECT_TF_OPS (edge convert --select-tf-ops) "
-                "would allow them, and the device then needs the TF Select (Flex) delegate.")
-    if custom:
-        ops = custom.group(1).strip().rstrip(",")
-        return (f"op(s) {ops} are neither TFLite builtins nor TF Select ops; only allow_custom_ops with a custom "
-                "kernel on the device would run them: replace them in the model.")
-    neither = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
-    if neither:
-        return (f"op(s) {', '.join(neither)} are not TFLite builtins; converter flag SELECT_TF_OPS "
-                "(edge convert --select-tf-ops) may allow them.")
-    return None

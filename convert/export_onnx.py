@@ -69,20 +69,39 @@ def to_onnx(ctx: ExportContext, opset: int):
 def quantize(fp32, fmt: Format, ctx: ExportContext):
     """Static QDQ quantization with ONNX Runtime, calibrated on the same images as TFLite int8."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
     images = ctx.require_calibration(fmt)
     if ctx.onnx_source is not None:  # the source's own input name and layout (NCHW from PyTorch)
-        images = _InLayout(images, ctx.onnx_source.native)
+        images = InLayout(images, ctx.onnx_source.native, getattr(ctx.onnx_source, "batch", None))
     name = fp32.graph.input[0].name
     opts = fmt.options
 
+    method = opts.get("calibrate_method", "MinMax")
+    # ORT's histogram calibrators keep every activation they are given until they bin it: they get one batch at a
+    # time (CalibStridedMinMax, despite its name, slices the reader for any method), so memory stays one batch's
+    batch = 16 if method == "MinMax" else 8
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it: Iterator = ({name: b} for b in images.batches(16))
+            self._batches = enumerate(images.batches(batch))  # made once: set_range asks for ranges in order
+            self._it: Iterator = ({name: b} for _, b in self._batches)
 
         def get_next(self):
             return next(self._it, None)
+
+        def __len__(self) -> int:  # in batches, which is what set_range counts
+            return -(-len(images) // (getattr(images, "fixed_batch", None) or batch))
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            picked = []
+            for i, b in self._batches:
+                if i >= start_index:
+                    picked.append({name: b})
+                if i + 1 >= end_index:
+                    break
+            self._it = iter(picked)
 
     per_channel = bool(opts["per_channel"])
     reduce_range = opts.get("reduce_range", False)
@@ -117,8 +136,11 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
                     raise ExportError(f"bias correction: {type(exc).__name__}: {first_line(exc)}") from None
                 pre = Path(tmp, "corrected.onnx")
                 onnx.save(model, str(pre))
+            if method != "MinMax":
+                extra.update(CalibStridedMinMax=1, CalibPercentile=float(opts.get("percentile", 99.99)))
             try:
                 quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat[opts["quant_format"]],
+                                calibrate_method=CalibrationMethod[method],
                                 per_channel=per_channel, reduce_range=reduce_range is True,
                                 activation_type=QuantType[opts["activation_type"]],
                                 weight_type=QuantType[opts["weight_type"]], extra_options=extra)
@@ -129,14 +151,22 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
         return onnx.load(str(out))
 
 
-class _InLayout:
-    """Calibration images whose batches come in the model's own layout."""
+class InLayout:
+    """Calibration images whose batches come in the model's own layout, and in its own batch size where it fixes one
+    (PyTorch exports without dynamic_axes fix it at 1; the last batch is filled up with its own last image)."""
 
-    def __init__(self, images, native):
-        self._images, self._native = images, native
+    def __init__(self, images, native, fixed_batch: Optional[int] = None):
+        self._images, self._native, self.fixed_batch = images, native, fixed_batch
+
+    def __len__(self) -> int:
+        return len(self._images)
 
     def batches(self, batch_size: int = 64):
-        return (self._native(b) for b in self._images.batches(batch_size))
+        for b in self._images.batches(self.fixed_batch or batch_size):
+            b = self._native(b)
+            if self.fixed_batch and len(b) < self.fixed_batch:
+                b = np.concatenate([b, np.repeat(b[-1:], self.fixed_batch - len(b), 0)])
+            yield b
 
 
 def weighted_layers(model) -> list:

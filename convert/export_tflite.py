@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgekit.convert.export import ExportContext, ExportError, explain_unsupported
+from edgekit.convert.export import ExportContext, ExportError
+from edgekit.convert.tflite_errors import explain
 from edgekit_runtime.artifacts import METADATA_NAME
 from edgekit_runtime.native import first_line, quiet_native_stderr
 from edgekit.convert.formats import Format
@@ -48,7 +49,7 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
         if ctx.select_tf_ops and opts.get("calibrate") and "Flex delegate" in text:
             raise ExportError(f"{fmt.name} calibrates by running the model in TFLite, which cannot run its TF Select "
                               "ops; only the float formats (tflite-fp32, tflite-fp16, tflite-dynamic) can use them.") from None
-        reason = explain_unsupported(text, fmt, ctx.select_tf_ops)
+        reason = explain(text, fmt.name, ctx.select_tf_ops, "onnx" if ctx.onnx_source is not None else "keras")
         raise ExportError(reason or f"TFLite converter: {first_line(exc)}") from None
     try:
         meta = ctx.metadata()

@@ -111,12 +111,16 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
     # reduce_range "gemm": 7-bit weights where ORT runs an int8 GEMM (all but depthwise convs), because its x86
     # AVX2/AVX-512 kernels without VNNI saturate int16 pair sums (VPMADDUBSW) with 8-bit weights (MobileNetV2:
     # -20 pt); bias_correction folds the weights' mean rounding error into the biases (MobileNetV2: -3 pt -> 0).
+    # Activation ranges from the 99.99th percentile (ORT's Percentile calibration), not min/max: a few outlying
+    # activations (SiLU/hard-swish nets, squeeze-excite) otherwise stretch the int8 step for all the rest (zoo
+    # EfficientNet-B0-style: 87.2 % -> 91.7 % top-1 agreement, ResNet-18: 98.7 % -> 100 %, MobileNetV3: 92.9 % both).
     Format("onnx-int8", ".onnx", "onnx",
            {"opset": DEFAULT_OPSET, "calibrate": True, "quant_format": "QDQ", "per_channel": True,
-            "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": "gemm", "bias_correction": True},
+            "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": "gemm", "bias_correction": True,
+            "calibrate_method": "Percentile", "percentile": 99.99},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="ONNX Runtime static quantization: QDQ, per-channel int8 (7-bit GEMM weights), "
-                   "bias-corrected, calibrated"),
+                   "bias-corrected, calibrated (99.99th percentile ranges)"),
 )}
 
 DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.default)

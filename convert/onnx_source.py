@@ -44,6 +44,7 @@ class OnnxReference:
             raise EdgeError(f"{self.path.name}'s input {node.name!r} has shape {node.shape}: no dimension of 3 "
                             "colour channels in second or last place.")
         self.input_name = node.name
+        self.batch = shape[0]  # None: any batch; PyTorch exports without dynamic_axes fix it (usually at 1)
         opsets = {o.domain or "ai.onnx": o.version for o in self.proto.opset_import}
         self.opset = opsets.get("ai.onnx")
         self.producer = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
@@ -55,7 +56,14 @@ class OnnxReference:
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         try:
-            return self.session.run(None, {self.input_name: self.native(x)})[0]
+            x = self.native(x)
+            if self.batch is None or len(x) == self.batch:
+                return self.session.run(None, {self.input_name: x})[0]
+            # a fixed batch: run it batch by batch, the last one filled up with its own last image
+            b, n = self.batch, len(x)
+            chunks = [x[i:i + b] for i in range(0, n, b)]
+            chunks[-1] = np.concatenate([chunks[-1], np.repeat(chunks[-1][-1:], b - len(chunks[-1]), 0)])
+            return np.concatenate([self.session.run(None, {self.input_name: c})[0] for c in chunks])[:n]
         except Exception as exc:
             raise EdgeError(f"{self.path.name}: ONNX Runtime failed on an input of shape {np.shape(x)} "
                             f"({first_line(exc, 160)}).") from None

@@ -124,9 +124,9 @@ def pytest_sessionfinish(session, exitstatus):
 # `make test` hands whole files to two pytest-xdist workers (--dist loadfile --no-loadscope-reorder) in collection
 # order; starting with the longest files (measured: seconds on two workers) keeps both workers busy to the end
 # instead of leaving one to finish a long file alone.
-LONGEST_FIRST = ("test_distribute.py", "test_train_recipes.py", "test_train.py", "test_convert.py",
-                 "test_foreign_models.py", "test_quiet.py", "test_pack.py", "test_bench.py", "test_models.py",
-                 "test_tiers.py", "test_bench_remote.py")
+LONGEST_FIRST = ("test_zoo.py", "test_distribute.py", "test_train_recipes.py", "test_train.py", "test_convert.py",
+                 "test_foreign_models.py", "test_quiet.py", "test_pack.py", "test_bundle_trust.py", "test_bench.py",
+                 "test_models.py", "test_tiers.py", "test_bench_remote.py")
 
 
 def pytest_collection_modifyitems(config, items):
