@@ -61,7 +61,11 @@ def test_bad_yaml_file(tmp_path: Path):
 
 
 def test_precision_auto_takes_bfloat16_only_for_from_scratch_nets_with_bfloat16_instructions(monkeypatch):
+    from edgekit import hardware
     from edgekit.train import precision
+    # a CPU whose oneDNN runs bfloat16, whatever this machine is (EDGE_CPU=avx2 would refuse it: test_hardware.py)
+    zen4 = "flags\t: avx2 avx512f avx512bw avx512_vnni avx512_bf16\n"
+    monkeypatch.setattr(hardware, "current", lambda: hardware.choose(hardware.detect(zen4, {}, "x86_64"), {}))
     monkeypatch.setattr(precision, "bfloat16_units", lambda: "AMX")
     assert precision.choose("auto", from_scratch=True)[0] == "bfloat16"
     assert precision.choose("auto", from_scratch=False)[0] == "float32"
