@@ -7,9 +7,9 @@ folder) is refused in one sentence instead of being ranked, plotted or joined to
 from __future__ import annotations
 
 import math
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Iterable, Optional
 
+from edgekit_runtime.files import leaves_folder
 from edgekit.errors import EdgeError
 from edgekit.status import Status
 
@@ -81,8 +81,7 @@ def _check_file(file: Any, where: str) -> None:
         return
     if not isinstance(file, str) or not file or len(file) > 255:
         raise EdgeError(f"{where}: 'file' must be a file name, got {_show(file)}.")
-    posix, windows = PurePosixPath(file), PureWindowsPath(file)
-    if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts:
+    if leaves_folder(file):
         raise EdgeError(f"{where}: the artifact file {_show(file)} is outside the export folder.")
 
 

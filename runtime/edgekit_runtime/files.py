@@ -71,6 +71,15 @@ def read_capped(path: "str | os.PathLike", limit: int, error: Type[RuntimeErrorB
     return b"".join(chunks)
 
 
+def leaves_folder(name: str) -> Optional[str]:
+    """How a relative file name read from a file would leave its folder on any OS: "absolute" (a root, a drive
+    or a UNC share), "dotdot" (a '..' part), or None. The name alone is judged; links need `inside()`."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")):
+        return "absolute"
+    return "dotdot" if ".." in posix.parts or ".." in windows.parts else None
+
+
 def contained(directory: Path, name: object, error: Type[RuntimeErrorBase], source: str) -> Path:
     """`directory / name` for a relative file name read from a file (`source`, for the message), refused when it
     is not a string, is absolute, climbs with '..' or resolves (links followed) outside `directory`. The path
@@ -79,12 +88,12 @@ def contained(directory: Path, name: object, error: Type[RuntimeErrorBase], sour
         raise error(f"{source}: a file name must be a non-empty string, not {_short(name)}.")
     if "\x00" in name:
         raise error(f"{source}: file name {_short(name)} holds a NUL byte.")
-    posix, windows = PurePosixPath(name), PureWindowsPath(name)
-    if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")):
+    leaves = leaves_folder(name)
+    if leaves == "absolute":
         raise error(f"{source}: file {_short(name)} is an absolute path; only names inside {directory} are read.")
-    if ".." in posix.parts or ".." in windows.parts:
+    if leaves == "dotdot":
         raise error(f"{source}: file {_short(name)} climbs out with '..'; only names inside {directory} are read.")
-    path = directory / posix
+    path = directory / PurePosixPath(name)
     if not inside(directory, path):
         raise error(f"{source}: file {_short(name)} resolves to {_resolved(path)}, outside {directory} "
                     "(a link); only files inside it are read.")
