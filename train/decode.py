@@ -26,6 +26,7 @@ from PIL import Image
 from edgekit.errors import EdgeError
 from edgekit.train import pool
 from edgekit.train.archive import open_stream
+from edgekit.train.images import npy_header, open_npy
 from edgekit.progress import console, progress_bar
 from edgekit_runtime import ImageError, load_rgb, resize_rgb
 
@@ -71,7 +72,7 @@ def worker_count() -> int:
 # --- reading and decoding one image: runs in the workers ---
 
 _STREAMS: Dict[str, object] = {}     # archive -> its open uncompressed stream, in this process
-_OUTPUTS: Dict[str, np.ndarray] = {}  # .npy path -> writable memmap, in this process
+_OUTPUTS: Dict[str, "_RowFile"] = {}  # .npy path -> its open file, in this process
 
 
 def _read(where: tuple) -> bytes:
@@ -101,10 +102,35 @@ def _pixels(blob: bytes, target: Tuple[int, int], name: str) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _output(path: str) -> np.ndarray:
+class _RowFile:
+    """A .npy file written row by row with pwrite. Not a writable memmap: every page a process writes through a
+    mapping counts in its resident memory until it unmaps, so two workers filling a 15 GB cache looked like two
+    6 GB processes; written with pwrite, the data goes to the page cache, which the kernel reclaims."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            self.shape, _, self.offset = npy_header(f, path)
+        self.fd = os.open(path, os.O_WRONLY)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def write(self, slot: int, rows: np.ndarray) -> None:
+        """One image (H x W x 3) into row `slot`, or a block of them (n x H x W x 3) from row `slot` on."""
+        if rows.shape[-3:] != self.shape[1:]:
+            raise ValueError(f"a row of {self.shape[1:]} cannot hold an image of {rows.shape[-3:]}")
+        data = memoryview(np.ascontiguousarray(rows, np.uint8)).cast("B")
+        at = self.offset + slot * self.row_bytes
+        while len(data):
+            n = os.pwrite(self.fd, data, at)
+            data, at = data[n:], at + n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _output(path: str) -> _RowFile:
     out = _OUTPUTS.get(path)
     if out is None:
-        out = _OUTPUTS[path] = np.load(path, mmap_mode="r+")
+        out = _OUTPUTS[path] = _RowFile(path)
     return out
 
 
@@ -130,7 +156,7 @@ def decode_chunk(job) -> List[tuple]:
             # neither the input size nor the split's first size: sizes are mixed, so this split ends up at the
             # input size, and resizing now (as the parent would later) keeps the odd image out of memory
             kind, arr = RESIZED, resize_rgb(_image(arr), target)
-        _output(paths[split][kind == NATIVE])[slot] = arr
+        _output(paths[split][kind == NATIVE]).write(slot, arr)
         results.append((i, kind, digest))
     return results
 
@@ -143,6 +169,8 @@ def _close_all() -> None:
     for stream in _STREAMS.values():
         stream.close()
     _STREAMS.clear()
+    for out in _OUTPUTS.values():
+        out.close()
     _OUTPUTS.clear()
 
 
@@ -263,20 +291,25 @@ def _finish(folder: Path, split: str, slots: List[Tuple[int, int]], target) -> P
     if len(kept) == len(slots) and not resize:
         os.replace(src, final)
     else:
-        a = np.load(src, mmap_mode="r")
-        b = np.load(nfile, mmap_mode="r") if resize else None
-        out = np.lib.format.open_memmap(final, "w+", np.uint8, (len(kept), *a.shape[1:]))
-        step = max(1, COPY_BYTES // max(1, a[0].nbytes if len(a) else 1))
-        for s in range(0, len(kept), step):
-            rows = kept[s:s + step]
-            block = np.array(a[rows])
-            if resize:
-                for j, slot in enumerate(rows.tolist()):
-                    if kind_of[slot] == NATIVE:
-                        block[j] = resize_rgb(_image(np.asarray(b[slot])), target)
-            out[s:s + len(rows)] = block
-        out.flush()
-        del out, a, b
+        # read through open_npy (which lets go of pages read) and written with plain writes, so that copying a
+        # split larger than memory does not hold it in this process (see _RowFile)
+        a = open_npy(src)
+        b = open_npy(nfile) if resize else None
+        np.lib.format.open_memmap(final, "w+", np.uint8, (len(kept), *a.shape[1:]))
+        out = _RowFile(str(final))
+        try:
+            step = max(1, COPY_BYTES // max(1, out.row_bytes))
+            for s in range(0, len(kept), step):
+                rows = kept[s:s + step]
+                block = a[rows]
+                if resize:
+                    for j, slot in enumerate(rows.tolist()):
+                        if kind_of[slot] == NATIVE:
+                            block[j] = resize_rgb(_image(b[slot]), target)
+                out.write(s, block)
+        finally:
+            out.close()
+        del a, b
     for leftover in (tfile, nfile):
         if leftover.exists():
             leftover.unlink()

@@ -19,19 +19,24 @@ import numpy as np
 RELEASE_BYTES = 256 << 20
 
 
+def npy_header(f, path) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of the C-ordered plain array in the open .npy file `f`."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{path}: .npy format {version} is not one np.save writes for images")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{path}: not a C-ordered plain array")
+    return tuple(shape), dtype, f.tell()
+
+
 class _Mapping:
     """One read-only mapping of a .npy file, shared by every view of it."""
 
     def __init__(self, path: Path):
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"{path}: .npy format {version} is not one np.save writes for images")
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-            if fortran or dtype.hasobject:
-                raise ValueError(f"{path}: not a C-ordered plain array")
+            shape, dtype, offset = npy_header(f, path)
             size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             # an empty file cannot be mapped; an empty array needs no file
             self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
