@@ -252,6 +252,10 @@ def test_budget_plan_grows_and_shrinks_and_moves_the_schedule_without_a_jump(tmp
     assert float(rate(100)) == pytest.approx(before) and float(rate(250)) == pytest.approx(0.0, abs=1e-7)
     assert float(rate(175)) == pytest.approx(before / 2, rel=1e-5)   # a straight line from where it stood
     assert replan(12, [9.0, 2.0, 2.0], left=0.0)[2] is True        # out of time: fit stops
+    model.stop_training = False
+    assert replan(1, [9.0], left=600.0, planned=1) == (1, 1, True)  # a plan of one epoch stops after it
+    model.stop_training = False
+    assert replan(1, [9.0], left=600.0, planned=3)[2] is False
 
 
 def test_cli_rejects_bad_augment_and_cut(tiny_folder, tmp_path):
