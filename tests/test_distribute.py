@@ -32,8 +32,9 @@ def free_ports(n):
     return ports
 
 
-def start_workers(tmp_path, args, n=2):
-    """n `edge train` processes, each with its own TF_CONFIG and its own temporary folder (to see what it left)."""
+def start_workers(tmp_path, args, n=2, command=("-m", "edgekit", "train")):
+    """n `edge train` processes, each with its own TF_CONFIG and its own temporary folder (to see what it left);
+    `command(i)` (a function of the worker's index) replaces `-m edgekit train`."""
     addresses = [f"127.0.0.1:{p}" for p in free_ports(n)]
     procs = []
     for i in range(n):
@@ -41,7 +42,7 @@ def start_workers(tmp_path, args, n=2):
         tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(tmp),
                "TF_CONFIG": json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen([sys.executable, "-m", "edgekit", "train", *map(str, args)], env=env, cwd=ROOT,
+        procs.append(subprocess.Popen([sys.executable, *(command(i) if callable(command) else command), *map(str, args)], env=env, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 
@@ -102,6 +103,37 @@ def check_one_model(out, logs, tmp_path):
     report = json.loads((out / "bench" / "report.json").read_text())
     accuracy = {r["name"]: r["accuracy"]["top1"] for r in report["rows"] if r.get("accuracy")}
     assert accuracy["tflite-fp32"] == accuracy["onnx-fp32"] == pytest.approx(metrics["test"]["top1"])
+
+
+def test_each_worker_reads_only_its_share_of_every_global_batch(tiny_folder, tmp_path, monkeypatch):
+    """A test double over the training reader (tests/fixtures/record_reads.py) logs the cache rows each worker
+    reads: every epoch, the two workers read disjoint halves of the same global batches, nothing twice. The
+    same run from in-memory arrays (the path before the cache was mapped) ends with the same weights."""
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path / "cache"))   # one cache both workers share
+    epochs, batch, steps = 3, 4, 5                                   # 42 images: 5 global batches of 8 an epoch
+    recorder = str(ROOT / "tests" / "fixtures" / "record_reads.py")
+    fingerprints = {}
+    for mode in ("mapped", "memory"):
+        def command(i, mode=mode):
+            return [recorder, str(tmp_path / f"{mode}{i}.log"), mode, "train"]
+        out = tmp_path / mode
+        logs = finish(start_workers(tmp_path, train_args(tiny_folder, out, epochs, batch=batch), command=command))
+        assert "Traceback" not in "".join(logs), logs
+        prints = [FINGERPRINT.findall(log) for log in logs]
+        assert prints[0] and prints[0] == prints[1], logs
+        fingerprints[mode] = prints[0][0]
+        reads = [[list(map(int, line.split())) for line in (tmp_path / f"{mode}{i}.log").read_text().splitlines()]
+                 for i in range(2)]
+        for worker in reads:
+            # the pipeline may read ahead into an epoch that never runs; the trained steps come first
+            assert len(worker) >= epochs * steps and all(len(b) == batch for b in worker[:epochs * steps])
+        for e in range(epochs):
+            mine, theirs = (sum(w[e * steps:(e + 1) * steps], []) for w in reads)
+            assert len(set(mine)) == len(mine) == len(theirs) == len(set(theirs)) == steps * batch
+            assert not set(mine) & set(theirs)                      # each read only its own share
+        if mode == "mapped":
+            assert len({r for w in reads for b in w for r in b}) <= 42        # the training split alone
+    assert fingerprints["mapped"] == fingerprints["memory"]
 
 
 def test_a_worker_alone_gives_up_with_the_addresses_it_tried(tiny_folder, tmp_path):
