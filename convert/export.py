@@ -85,6 +85,7 @@ class Exported:
     seconds: float
     error: Optional[str] = None     # one line, when the export failed
     notes: List[str] = field(default_factory=list)
+    details: Dict[str, Any] = field(default_factory=dict)   # per-layer errors, the mixed search (manifest)
 
     @property
     def ok(self) -> bool:
@@ -101,8 +102,9 @@ def export_format(fmt: Format, ctx: ExportContext, out_dir: Path) -> Exported:
         reason = fmt.unsupported_reason("onnx" if ctx.onnx_source is not None else "keras")
         if reason:
             raise ExportError(reason)
-        notes = exporters[fmt.suffix](fmt, ctx, path) or []
-        return Exported(fmt, path, time.perf_counter() - t0, notes=list(notes))
+        made = exporters[fmt.suffix](fmt, ctx, path)  # notes, or (notes, details)
+        notes, details = made if isinstance(made, tuple) else (made or [], {})
+        return Exported(fmt, path, time.perf_counter() - t0, notes=list(notes), details=dict(details))
     except KeyboardInterrupt:
         raise
     except ExportError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,9 +24,10 @@ from edgekit.convert.formats import Format
 IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
 
 
-def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
+def export(fmt: Format, ctx: ExportContext, path: Path) -> Tuple[List[str], Dict[str, Any]]:
     opts = fmt.options
     notes: List[str] = []
+    details: Dict[str, Any] = {}
     model = qat_model(fmt, ctx) if opts.get("qat") else ctx.tf_model()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if opts.get("optimize"):
@@ -41,9 +42,17 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
     conv.target_spec.supported_ops = ops
     if opts.get("io"):
         conv.inference_input_type = conv.inference_output_type = IO_DTYPES[opts["io"]]
+    log: List[str] = []
     try:
-        with _bias_corrected(fmt, ctx, model, notes), quiet_native_stderr() as log:
-            blob = conv.convert()  # traces the model now, with the corrected biases
+        with _bias_corrected(fmt, ctx, model, notes):
+            if opts.get("diagnose"):  # calibrated once through the quantization debugger (export_int8.py)
+                from edgekit.convert.export_int8 import full_integer
+                blob = full_integer(fmt, ctx, conv, notes, details, log)   # quiet itself, between its progress lines
+            else:
+                with quiet_native_stderr() as log:
+                    blob = conv.convert()  # traces the model now, with the corrected biases
+    except ExportError:
+        raise
     except Exception as exc:  # ConverterError, or ValueError for impossible option combinations
         text = str(exc) + "".join(log)
         if ctx.select_tf_ops and opts.get("calibrate") and "Flex delegate" in text:
@@ -51,15 +60,20 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
                               "ops; only the float formats (tflite-fp32, tflite-fp16, tflite-dynamic) can use them.") from None
         reason = explain(text, fmt.name, ctx.select_tf_ops, "onnx" if ctx.onnx_source is not None else "keras")
         raise ExportError(reason or f"TFLite converter: {first_line(exc)}") from None
+    path.write_bytes(with_metadata(blob, ctx, notes))
+    return notes, details
+
+
+def with_metadata(blob: bytes, ctx: ExportContext, notes: List[str]) -> bytes:
+    """The model with its labels and preprocessing embedded (a note instead when that fails)."""
     try:
         meta = ctx.metadata()
         if ctx.onnx_source is not None:  # onnx2tf made it channels-last, whatever the ONNX model's layout
             meta["preprocess"] = {**meta["preprocess"], "layout": "NHWC"}
-        blob = embed_metadata(blob, meta)
+        return embed_metadata(blob, meta)
     except Exception as exc:  # the artifact is still good without its metadata; say so in the manifest
         notes.append(f"metadata not embedded ({type(exc).__name__}: {first_line(exc, 100)})")
-    path.write_bytes(blob)
-    return notes
+        return blob
 
 
 def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):

@@ -19,6 +19,7 @@ INT8_OPS = "TFLITE_BUILTINS_INT8"
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
 IO_TYPES = ("uint8", "int8")
 DEFAULT_OPSET = 17
+DEFAULT_MIN_AGREEMENT = 0.995   # the mixed formats' target: top-1 agreement with the source model
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,21 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
     Format("tflite-dynamic", ".tflite", "litert", {"optimize": True},
            Tolerance(min_agreement=0.97, max_accuracy_drop=0.02),
            summary="dynamic-range: int8 weights, activations quantized on the fly, float I/O"),
+    # diagnose: calibrated through TensorFlow's QuantizationDebugger, which also measures the error each op adds
+    # (convert/layer_error.py; the manifest's layer_errors)
     Format("tflite-int8", ".tflite", "litert",
-           {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True},
+           {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
+            "diagnose": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
+    # mixed: the worst layers of that ranking kept in float one at a time until the top-1 agreement with the
+    # source on the calibration images reaches target_agreement (--min-agreement; convert/mixed.py)
+    Format("tflite-int8-mixed", ".tflite", "litert",
+           {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
+            "diagnose": True, "mixed": True, "target_agreement": DEFAULT_MIN_AGREEMENT},
+           Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT, max_accuracy_drop=0.01), default=False,
+           summary="full integer with the layers int8 hurts most kept in float, as few as reach the agreement "
+                   "target (--min-agreement)"),
     Format("tflite-int16x8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True},
            Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),
@@ -131,8 +143,11 @@ def suggest(name: str) -> str:
 
 
 def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,
-                    opset: Optional[int] = None) -> List[Format]:
-    """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied."""
+                    opset: Optional[int] = None, min_agreement: Optional[float] = None) -> List[Format]:
+    """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied and
+    --min-agreement made the mixed formats' target (and their tolerance)."""
+    if min_agreement is not None and not 0 < min_agreement <= 1:
+        raise EdgeError(f"--min-agreement is a share of images between 0 and 1 (0.995 = 99.5 %), not {min_agreement}.")
     if io is not None and io not in IO_TYPES:
         raise EdgeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}.")
     if opset is not None and not 9 <= int(opset) <= 21:
@@ -154,4 +169,6 @@ def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str]
                 picked.append(n)
     if not picked:
         raise EdgeError(f"no format given; choose from {', '.join(FORMATS)} (or 'default', 'all').")
-    return [FORMATS[n].with_options(io=io, opset=opset) for n in picked]
+    out = [FORMATS[n].with_options(io=io, opset=opset, target_agreement=min_agreement) for n in picked]
+    return [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
+            if min_agreement is not None and f.options.get("mixed") else f for f in out]

@@ -65,6 +65,8 @@ class ArtifactEntry(TypedDict, total=False):
     parity: Optional[dict]          # Parity.to_dict(): agreement, max/mean |Δ|, accuracy and its change
     mismatches: List[dict]          # every check outside its tolerance
     notes: List[str]                # techniques applied or not (bias correction, QAT …)
+    layer_errors: List[dict]        # int8 formats: the worst layers (layer, op, error, rmse_steps), worst first
+    mixed: dict                     # tflite-int8-mixed: target, layers kept in float, the search's steps
 
 
 class Manifest(TypedDict):
@@ -159,6 +161,7 @@ def artifact_entry(exported: Exported, validation: Optional[FormatValidation],
         entry["mismatches"] = [m.to_dict() for m in validation.mismatches]
     if exported.notes:
         entry["notes"] = list(exported.notes)
+    entry.update({k: v for k, v in exported.details.items() if k in ("layer_errors", "mixed")})
     return entry
 
 
@@ -210,10 +213,36 @@ def table(entries: List[ArtifactEntry], title: str = "") -> Table:
         # (e.g. bias correction): the last often explains the others
         note = e.get("error") or "; ".join(
             [m["message"].split(": ", 1)[-1] for m in e.get("mismatches") or []]
-            + [n for n in e.get("notes") or [] if "not applied" in n or "skipped" in n])
+            + [n for n in e.get("notes") or [] if "not applied" in n or "skipped" in n or "kept in float" in n])
         t.add_row(e["symbol"], e["format"], fmt_size(e.get("size_bytes")), _parity_text(e), acc,
                   f"{e.get('convert_seconds', 0):.1f} s", escape(note))  # notes quote e.g. 'edgekit-runtime[onnx]'
 
+    return t
+
+
+def worst_layers(entries: List[ArtifactEntry], n: int = 3) -> List[str]:
+    """For every quantized artifact outside its tolerance (❎), the line naming the layers int8 hurts most."""
+    from edgekit.convert.layer_error import worst
+    return [f"{e['format']}: the layers int8 hurts most (error / activation spread): {worst(e['layer_errors'], n)}; "
+            f"`edge convert … --explain {e['format']}` shows them all, tflite-int8-mixed keeps the worst in float"
+            for e in entries if e.get("status") == OUTSIDE and e.get("layer_errors")]
+
+
+def layer_table(entry: ArtifactEntry, n: int = 20) -> Table:
+    """The per-layer diagnosis of one artifact, worst first; the layers a mixed artifact kept in float marked."""
+    kept = {k["layer"] for k in (entry.get("mixed") or {}).get("kept_out", [])}
+    t = Table(title=f"{entry['format']}: error int8 adds per layer, worst first", title_justify="left",
+              caption="error: RMSE of the int8 output against the float op on the same input, per output channel "
+                      "over that channel's spread (1 = lost); steps: the RMSE in int8 steps (0.29 = rounding alone)",
+              caption_justify="left")
+    for col, just in (("#", "right"), ("op", "left"), ("layer", "left"), ("error", "right"), ("steps", "right"),
+                      ("", "left")):
+        t.add_column(col, justify=just, no_wrap=col != "layer")
+    for i, e in enumerate((entry.get("layer_errors") or [])[:n], 1):
+        err = "∞" if e.get("error") is None else f"{e['error']:.4f}"
+        steps = "" if e.get("rmse_steps") is None else f"{e['rmse_steps']:.2f}"
+        t.add_row(str(i), escape(str(e.get("op"))), escape(str(e.get("layer"))), err, steps,
+                  "kept in float" if e.get("layer") in kept else "")
     return t
 
 

@@ -54,6 +54,8 @@ class ConvertConfig:
     seed: Optional[int] = None                     # None: the run's seed (42 for other models)
     skip_bad: bool = False                         # go on without unreadable images (a run's own config may say so)
     threads: Optional[int] = None                  # validation inference threads (None: all available)
+    min_agreement: Optional[float] = None          # the mixed formats' target (None: formats.DEFAULT_MIN_AGREEMENT)
+    explain: Optional[str] = None                  # a format whose per-layer errors the CLI prints; converted too
 
 
 @dataclass
@@ -136,7 +138,8 @@ def convert(cfg: ConvertConfig) -> ConvertReport:
 
 
 def _convert(cfg: ConvertConfig) -> ConvertReport:
-    formats = resolve_formats(cfg.formats, io=cfg.io, opset=cfg.opset)  # cheap checks before loading anything
+    formats = resolve_formats(_with_explained(cfg), io=cfg.io, opset=cfg.opset,
+                              min_agreement=cfg.min_agreement)  # cheap checks before loading anything
     _check_numbers(cfg)
     source = open_source(cfg)
     if cfg.skip_bad:
@@ -211,6 +214,23 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConvertReport(out_dir, manifest, exported, report)
+
+
+def _with_explained(cfg: ConvertConfig):
+    """The formats asked for, with --explain's format added (alone when --formats is not given)."""
+    if not cfg.explain:
+        return cfg.formats
+    from edgekit.convert.formats import FORMATS, suggest
+    name = cfg.explain.strip().lower()
+    diagnosed = [n for n, f in FORMATS.items() if f.options.get("diagnose")]
+    if name not in diagnosed:
+        hint = suggest(name) if name not in FORMATS else ""
+        raise EdgeError(f"--explain takes a format whose per-layer errors are measured ({', '.join(diagnosed)}), "
+                        f"not {cfg.explain!r}.{hint}")
+    if cfg.formats is None:
+        return [name]
+    names = cfg.formats.split(",") if isinstance(cfg.formats, str) else list(cfg.formats)
+    return names + [name]
 
 
 def _report_export(e: Exported) -> None:

@@ -151,7 +151,7 @@ def convert(
                                             "Keras 3), SavedModel directory or .onnx file of another model (then also "
                                             "--labels, --scale/--offset or --mean/--std, --data)."),
     formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
-                                          "(see the formats table in the README). Default: every format but tflite-qat."),
+                                          "(see the formats table in the README). Default: every format but tflite-qat and tflite-int8-mixed."),
     calib_samples: int = typer.Option(500, help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
     val_samples: int = typer.Option(1000, help="Held-out images (test split, then val) each artifact is validated on."),
     io: str = typer.Option("uint8", help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
@@ -173,6 +173,10 @@ def convert(
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
+    min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed (and its "
+                                                  "tolerance), e.g. 0.995; the worst layers are kept in float until it is met."),
+    explain: Optional[str] = typer.Option(None, help="Print the error int8 adds at each layer of this format "
+                                          "(tflite-int8 or tflite-int8-mixed), worst first; converts just it unless --formats is given."),
 ):
     """Export TFLite and ONNX artifacts and validate each against the source model (writes RUN_DIR/export/).
 
@@ -185,11 +189,18 @@ def convert(
                             scale=parse_numbers(scale, "--scale"), offset=parse_numbers(offset, "--offset"),
                             mean=parse_numbers(mean, "--mean"), std=parse_numbers(std, "--std"),
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
-                            select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad)
+                            select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad, min_agreement=min_agreement,
+                            explain=explain)
         report = run_convert(cfg)
     except EdgeError as exc:
         _fail(exc)
     console.print(manifest.table(report.entries, title=f"{report.out_dir}"))
+    for line in manifest.worst_layers(report.entries):
+        console.print(f"[yellow]❎[/] {_esc(line)}", highlight=False, soft_wrap=True)
+    for entry in report.entries:
+        if explain and entry["format"] == explain.strip().lower():
+            console.print(manifest.layer_table(entry) if entry.get("layer_errors") else
+                          f"{entry['format']}: no per-layer errors were measured ({_esc(entry.get('error') or 'see its notes')}).")
     passed = sum(e["status"] == manifest.PASSED for e in report.entries)
     colour = "green" if report.all_passed else "red"
     console.print(f"[bold {colour}]{passed}/{len(report.entries)} validated[/] · manifest: {_esc(report.out_dir / 'manifest.json')}",

@@ -103,8 +103,8 @@ def test_three_reports_written_and_markdown_tables_line_up(result):
 # the readers' checks) in benchmarks/report/schema.py or convert/manifest.py, and change these lists with it.
 REPORT_KEYS = ["command", "comparison", "created", "devices", "export_dir", "labels", "recommendation", "rows",
                "run_dir", "schema_version", "settings", "test_set"]
-ROW_KEYS = ["accuracy", "cold", "convert", "device", "engine", "file", "headline", "input", "kind", "latency", "macs",
-            "memory", "name", "reason", "size_bytes", "status", "summary", "symbol"]
+ROW_KEYS = ["accuracy", "cold", "convert", "device", "engine", "file", "headline", "input", "kind", "latency", "layers",
+            "macs", "memory", "name", "reason", "size_bytes", "status", "summary", "symbol"]
 ACCURACY_KEYS = ["agreement", "confusion_matrix", "convert_check", "images", "macro_f1", "per_class", "seconds",
                  "top1", "top5"]   # + "labelled" (False) for images without labels
 DEVICE_KEYS = ["fingerprint", "health_after", "health_before", "host", "id", "images", "seconds"]
@@ -112,7 +112,8 @@ MANIFEST_KEYS = ["artifacts", "calibration", "created", "platform", "schema_vers
 ENTRY_KEYS = ["convert_seconds", "embedded_metadata", "engine", "file", "format", "inputs", "mismatches", "ops",
               "options", "outputs", "parity", "sha256", "size_bytes", "status", "summary", "symbol", "tolerance",
               "tools", "validation_engine"]
-ENTRY_SOMETIMES = ["error", "inspect_error", "notes", "opset"]  # a failed export; inspection failed; notes; ONNX
+# a failed export; inspection failed; notes; ONNX; int8 TFLite's per-layer errors; tflite-int8-mixed's search
+ENTRY_SOMETIMES = ["error", "inspect_error", "notes", "opset", "layer_errors", "mixed"]
 
 
 def test_report_and_manifest_schemas_are_pinned(result, run_dir):

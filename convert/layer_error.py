@@ -1,0 +1,132 @@
+"""Where int8 hurts a TFLite model: the error each quantized op adds, measured with TensorFlow's QuantizationDebugger.
+
+The debugger calibrates the model once (the same calibration the converter runs for full-integer models) and
+builds a debug model in which every quantized op is followed by a NumericVerify op that runs the float op on the
+same quantized input. So each layer's figure is the error that layer adds by itself, not what it inherits
+from the layers before it: the ranking points at the layers to keep in higher precision.
+
+The figure is the RMSE between the dequantized int8 output and the float output relative to the float
+activation's spread, per output channel over the debug images (0.01 = noise at 1 % of the signal, 1 = the
+signal lost), then the root mean square over channels: a layer whose range is stretched by one wide channel
+shows up here (its narrow channels are crushed) even though its error in int8 steps is ordinary. The error in
+steps (0.29 for rounding alone) is kept beside it; a figure well above that points at clipping.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Sequence
+
+import numpy as np
+
+DEBUG_IMAGES = 64  # the per-layer figures settle within a few dozen images; each costs a debug-model run
+
+
+@dataclass(frozen=True)
+class LayerError:
+    name: str      # the op's output tensor: what a denylist names to keep the op in float
+    op: str        # TFLite op type (CONV_2D, ADD, HARD_SWISH …)
+    error: float   # RMSE relative to the float activation's spread, per channel (0 … 1; _Moments.error)
+    steps: float   # the same RMSE in int8 steps of that tensor
+
+    def to_dict(self) -> dict:
+        return {"layer": self.name, "op": self.op, "error": _finite(self.error), "rmse_steps": _finite(self.steps)}
+
+
+def _finite(v: float):
+    return round(float(v), 6) if math.isfinite(v) else None
+
+
+def debugger(converter, debug_inputs: Callable[[], Iterable[Sequence[np.ndarray]]]):
+    """A QuantizationDebugger over `converter` (optimizations and representative_dataset set): calibrates now."""
+    import tensorflow as tf
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_inputs)
+    # The debugger's interpreter hands the float ops to XNNPACK, which keeps their outputs inside the delegate:
+    # read from Python after invoke, those float tensors are stale (a MEAN measured 66 int8 steps off while its
+    # NumericVerify op, which runs in between, saw 0.3). Without default delegates every tensor is written.
+    dbg._quant_interpreter = tf.lite.Interpreter(
+        model_content=dbg.quant_model, experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    dbg._initialize_stats()
+    return dbg
+
+
+class _Moments:
+    """Per output channel (the last axis), over every debug image: squared error, float sum and sum of squares."""
+
+    def __init__(self):
+        self.n = 0
+        self.sq_err = self.f_sum = self.f_sq = 0.0
+
+    def add(self, f: np.ndarray, deq: np.ndarray) -> None:
+        f = f.astype(np.float64).reshape(-1, f.shape[-1] if f.ndim else 1)
+        deq = deq.astype(np.float64).reshape(f.shape)
+        self.n += len(f)
+        self.sq_err = self.sq_err + ((deq - f) ** 2).sum(0)
+        self.f_sum = self.f_sum + f.sum(0)
+        self.f_sq = self.f_sq + (f ** 2).sum(0)
+
+    def error(self) -> float:
+        """Per channel, the RMSE over the channel's standard deviation, capped at 1 (the channel is lost: a narrow
+        channel crushed to a few int8 steps by a wide neighbour); then the root mean square over channels.
+        Channels (nearly) constant over the images carry nothing to lose and are left out; when every channel is
+        constant, the RMSE is taken relative to their magnitude instead."""
+        mse = self.sq_err / self.n
+        mean = self.f_sum / self.n
+        var = np.maximum(self.f_sq / self.n - mean ** 2, 0.0)
+        varies = var > 1e-8 * (mean ** 2) + 1e-30
+        if not np.any(varies):
+            return float(min(1.0, math.sqrt(float(np.mean(mse)) / max(float(np.mean(mean ** 2)), 1e-30))))
+        return float(math.sqrt(np.mean(np.minimum(mse[varies] / var[varies], 1.0))))
+
+    def rmse(self) -> float:
+        return float(math.sqrt(np.mean(self.sq_err / self.n)))
+
+
+def measure(dbg) -> List[LayerError]:
+    """Run the debug model over its images; every quantized op's error, worst first.
+
+    The loop is the debugger's own (run()), keeping per-channel sums where run() keeps one number per image
+    per metric: the per-channel spread is what shows a mis-scaled layer."""
+    it = dbg._quant_interpreter
+    verify = dbg._get_numeric_verify_tensor_details()
+    layers = []
+    for detail in verify:
+        op = it._get_op_details(dbg._defining_op[detail["index"]])
+        q_idx, f_idx = op["inputs"]
+        made_by = it._get_op_details(dbg._defining_op[q_idx])["op_name"]
+        q = it._get_tensor_details(q_idx, subgraph_index=0)["quantization_parameters"]
+        scale, zp = (float(q["scales"][0]), int(q["zero_points"][0])) if len(q["scales"]) else (1.0, 0)
+        layers.append((dbg._get_operand_name_and_index(detail["name"])[0], made_by, q_idx, f_idx, scale, zp, _Moments()))
+    first = True
+    for inputs in dbg._data_gen():
+        dbg._set_input_tensors(it, inputs, first)
+        first = False
+        it.invoke()
+        for _, _, q_idx, f_idx, scale, zp, m in layers:
+            m.add(it.get_tensor(f_idx), (it.get_tensor(q_idx).astype(np.float64) - zp) * scale)
+    found = [LayerError(name, op, m.error(), m.rmse() / scale if scale else math.nan)
+             for name, op, _, _, scale, _, m in layers if m.n]
+    return sorted(found, key=lambda e: (-e.error if not math.isnan(e.error) else 0.0, e.name))
+
+
+def worst(errors: Sequence[dict], n: int = 5) -> str:
+    """'CONV_2D model/c2/… 0.41, ADD … 0.22' from manifest entries: the line `edge convert` prints for a ❎."""
+    return ", ".join(f"{e['op']} {e['layer']} {e['error']:.2f}" if e.get("error") is not None
+                     else f"{e['op']} {e['layer']} ∞" for e in list(errors)[:n])
+
+
+def consumers(model: bytes) -> dict:
+    """Output tensor name → the output tensor names of the ops that read it, in a TFLite model."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    g = m.subgraphs[0]
+    name = lambda i: g.tensors[i].name.decode("utf-8", "replace") if isinstance(g.tensors[i].name, bytes) \
+        else str(g.tensors[i].name)  # noqa: E731
+    readers: dict = {}
+    for op in g.operators:
+        outs = [name(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0]
+        for i in (op.inputs if op.inputs is not None else []):
+            if i >= 0:
+                readers.setdefault(name(i), []).extend(outs)
+    return readers

@@ -1,0 +1,73 @@
+"""Selective precision: quantize everything, then keep the layers int8 hurts most in float, one at a time, worst
+first, until the artifact agrees with the float model often enough.
+
+The search is judged on the calibration images (the Keras model's top-1 against the candidate's), never on the
+validation images: validation then judges the chosen artifact on images the search did not see. Each step
+keeps one more layer of the ranking (layer_error.py) out, so the layers kept out are always the worst few,
+and the search stops at the first step that meets the target: no more layers than that ranking needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+from edgekit.convert.layer_error import LayerError
+
+MAX_KEPT_OUT = 64   # a model that needs more than this in float is not an int8 model; the search says so
+
+
+@dataclass
+class Step:
+    kept_out: int
+    agreement: float
+
+    def to_dict(self) -> dict:
+        return {"kept_out": self.kept_out, "agreement": round(self.agreement, 6)}
+
+
+@dataclass
+class Mixed:
+    blob: bytes
+    kept_out: List[LayerError]
+    agreement: float                  # on the search images, of the artifact returned
+    target: float
+    steps: List[Step] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.agreement >= self.target
+
+    def to_dict(self) -> dict:
+        return {"target_agreement": self.target, "met": self.met, "search_agreement": round(self.agreement, 6),
+                "kept_out": [e.to_dict() for e in self.kept_out], "steps": [s.to_dict() for s in self.steps]}
+
+    def describe(self) -> str:
+        names = ", ".join(f"{e.op} {e.name}" for e in self.kept_out) or "none"
+        head = "target met" if self.met else f"target {self.target:.1%} not met; the best reached"
+        return (f"{head}: {len(self.kept_out)} layer(s) kept in float ({names}); top-1 agreement "
+                f"{self.agreement:.2%} on the calibration images")
+
+
+def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes], agreement: Callable[[bytes], float],
+           target: float, max_kept: Optional[int] = None, on_step: Optional[Callable[[Step], None]] = None) -> Mixed:
+    """Keep the worst 0, 1, 2 … layers of `ranked` in float (`quantize(names)` makes that artifact,
+    `agreement(blob)` scores it) until `target` is met; else the step that agreed most (the fewest layers among
+    equals)."""
+    best: Optional[Mixed] = None
+    steps: List[Step] = []
+    limit = MAX_KEPT_OUT if max_kept is None else max_kept
+    for k in range(0, min(len(ranked), limit) + 1):
+        kept = list(ranked[:k])
+        blob = quantize([e.name for e in kept])
+        got = agreement(blob)
+        step = Step(k, got)
+        steps.append(step)
+        if on_step:
+            on_step(step)
+        if best is None or got > best.agreement:
+            best = Mixed(blob, kept, got, target)
+        if got >= target:
+            break
+    assert best is not None  # k = 0 always runs
+    best.steps = steps
+    return best

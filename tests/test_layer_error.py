@@ -1,0 +1,128 @@
+"""Per-layer int8 diagnosis and tflite-int8-mixed (issue 28) on a tiny model with one deliberately mis-scaled layer.
+
+The model reads the colour of the tiny folder's images (red, green, blue). Its layer `wide` passes R, G, B on
+beside a fourth channel 500 times wider that nothing downstream uses: quantized per tensor, that channel sets
+the int8 step, R, G and B round to a few steps, and plain int8 answers almost at random. Kept in float, `wide`
+gives back the float model's answers.
+"""
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from edgekit.convert import mixed
+from edgekit.convert.layer_error import LayerError
+
+runner = CliRunner()
+SCALE = str(1 / 255)
+
+
+def mis_scaled_model(path):
+    import tf_keras as keras
+    inp = keras.Input((32, 32, 3))
+    wide = keras.layers.Conv2D(4, 1, name="wide")(inp)
+    pick = keras.layers.Conv2D(3, 1, name="pick")(wide)
+    x = keras.layers.GlobalAveragePooling2D()(pick)
+    x = keras.layers.Dense(3, name="fc")(x)
+    model = keras.Model(inp, keras.layers.Softmax()(x))
+    k = np.zeros((1, 1, 3, 4), np.float32)
+    k[0, 0, :, 0] = 500.0                  # the wide channel: 500 x (R + G + B)
+    k[0, 0, [0, 1, 2], [1, 2, 3]] = 1.0    # R, G, B as they are
+    model.get_layer("wide").set_weights([k, np.zeros(4, np.float32)])
+    p = np.zeros((1, 1, 4, 3), np.float32)
+    p[0, 0, [1, 2, 3], [0, 1, 2]] = 1.0    # the wide channel is not used
+    model.get_layer("pick").set_weights([p, np.zeros(3, np.float32)])
+    model.get_layer("fc").set_weights([30 * np.eye(3, dtype=np.float32), np.zeros(3, np.float32)])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mis-scaled")
+    (folder / "labels.txt").write_text("red\ngreen\nblue\n")
+    return mis_scaled_model(folder / "model.keras")
+
+
+def convert(model_file, tiny_folder, out, *extra):
+    result = runner.invoke(app, ["convert", str(model_file), "--labels", str(model_file.parent / "labels.txt"),
+                                 "--scale", SCALE, "--offset", "0", "--data", str(tiny_folder), "--out", str(out),
+                                 *map(str, extra)])
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else None
+    return result, {e["format"]: e for e in (manifest or {}).get("artifacts", [])}
+
+
+@pytest.mark.tf
+def test_the_mis_scaled_layer_ranks_first_and_mixed_keeps_just_it_in_float(model_file, tiny_folder, tmp_path):
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export", "--formats", "tflite-int8,tflite-int8-mixed",
+                              "--min-agreement", "0.99", "--explain", "tflite-int8")
+    assert "Traceback" not in result.output
+    plain, mixed_entry = entries["tflite-int8"], entries["tflite-int8-mixed"]
+    # the diagnosis: `wide` first, far ahead of the rest, in the manifest and in the console
+    errors = plain["layer_errors"]
+    assert "wide" in errors[0]["layer"] and errors[0]["op"] == "CONV_2D"
+    assert errors[0]["error"] > 5 * max(e["error"] for e in errors[1:] if e["error"] is not None)
+    assert "error int8 adds per layer" in result.output and "wide" in result.output
+    # plain int8 is ❎ and the console names the worst layer
+    assert plain["status"] == "outside_tolerance" and plain["parity"]["top1_agreement"] < 0.9
+    assert "the layers int8 hurts most" in result.output and result.exit_code == 3
+    # the mixed search: 0 layers out missed the target, 1 met it, and it stopped there
+    m = mixed_entry["mixed"]
+    assert [s["kept_out"] for s in m["steps"]] == [0, 1] and m["met"]
+    assert len(m["kept_out"]) == 1 and "wide" in m["kept_out"][0]["layer"]
+    assert mixed_entry["status"] == "passed" and mixed_entry["parity"]["top1_agreement"] >= 0.99
+    assert mixed_entry["tolerance"]["min_agreement"] == 0.99
+    # the runtime runs it with the builtin kernels it already has: the float conv between DEQUANTIZE/QUANTIZE
+    assert mixed_entry["ops"].get("DEQUANTIZE") and mixed_entry["inputs"][0]["dtype"] == "uint8"
+    from edgekit_runtime import Classifier
+    clf = Classifier.load(tmp_path / "export" / mixed_entry["file"])
+    red = np.zeros((1, 32, 32, 3), np.uint8)
+    red[..., 0] = 200
+    assert clf.labels[int(clf.predict(red).argmax())] == "red"
+
+
+@pytest.mark.tf
+def test_a_target_the_search_cannot_reach_ends_outside_tolerance_with_the_best(model_file, tiny_folder, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setattr(mixed, "MAX_KEPT_OUT", 0)  # no layer may stay out: the target is out of reach
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export", "--formats", "tflite-int8-mixed")
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    e = entries["tflite-int8-mixed"]
+    assert e["status"] == "outside_tolerance" and not e["mixed"]["met"] and e["mixed"]["kept_out"] == []
+    assert any("not met; the best reached" in n for n in e["notes"])
+
+
+def test_the_search_stops_at_the_first_step_that_meets_the_target():
+    ranked = [LayerError(f"l{i}", "CONV_2D", 1.0 / (i + 1), 0.3) for i in range(6)]
+    scores = {0: 0.90, 1: 0.95, 2: 0.996, 3: 0.999}   # more layers out would agree more: never tried
+    tried = []
+
+    def quantize(names):
+        tried.append(list(names))
+        return str(len(names)).encode()
+
+    got = mixed.search(ranked, quantize, lambda blob: scores[int(blob)], 0.995)
+    assert tried == [[], ["l0"], ["l0", "l1"]]
+    assert got.met and [e.name for e in got.kept_out] == ["l0", "l1"] and got.blob == b"2"
+
+
+def test_a_missed_target_returns_the_step_that_agreed_most_with_the_fewest_layers():
+    ranked = [LayerError(f"l{i}", "ADD", 1.0, 0.3) for i in range(3)]
+    scores = [0.5, 0.8, 0.8, 0.7]
+    got = mixed.search(ranked, lambda names: str(len(names)).encode(), lambda blob: scores[int(blob)], 0.99)
+    assert not got.met and got.agreement == 0.8 and [e.name for e in got.kept_out] == ["l0"]
+    assert [s.kept_out for s in got.steps] == [0, 1, 2, 3]
+    assert "not met" in got.describe()
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
+def test_min_agreement_outside_zero_to_one_is_one_line(value, tmp_path):
+    result = runner.invoke(app, ["convert", str(tmp_path), "--min-agreement", value])
+    assert result.exit_code == 2 and "--min-agreement is a share of images between 0 and 1" in result.output
+
+
+def test_explain_takes_a_diagnosed_format(tmp_path):
+    result = runner.invoke(app, ["convert", str(tmp_path), "--explain", "onnx-fp32"])
+    assert result.exit_code == 2 and "--explain takes a format whose per-layer errors are measured" in result.output
