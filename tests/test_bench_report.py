@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import subprocess
+import re
 import time
 from html.parser import HTMLParser
 
@@ -210,3 +211,31 @@ def test_screenshot_in_headless_chromium(rendered, tmp_path):
     arr = np.asarray(img)
     assert (arr.min(axis=2) < 200).mean() > 0.02
     print(f"screenshot in {time.monotonic() - start:.1f} s")
+
+
+def test_layer_errors_chart_worst_first_with_kept_layers_tagged(rendered):
+    section = rendered.split("<h2>Where int8 hurts</h2>", 1)[1].split("</section>", 1)[0]
+    assert section.count('<div class="fill') == 12                   # the 12 worst of 15
+    widths = [float(w) for w in re.findall(r'class="fill[^"]*" style="width: ([0-9.]+)%"', section)]
+    assert widths[0] == 100.0 and widths == sorted(widths, reverse=True)
+    assert section.count("fill kept") == 1 and "kept in float" in section
+    assert "<script>" not in section and "&lt;script&gt;" in section  # a layer name is data, escaped
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; .ci/run does)")
+def test_layer_errors_chart_draws_its_bars_in_headless_chromium(report, tmp_path):
+    """Only the chart's section on the page: its red and blue bars must be drawn, in proportion."""
+    html = render_html({**report, "rows": [r for r in report["rows"] if r.get("layers")], "comparison": None})
+    page = tmp_path / "layers.html"
+    page.write_text(html, encoding="utf-8")
+    shot = tmp_path / "layers.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                    "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,8000", page.as_uri()], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    arr = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    red = (abs(arr[..., 0] - 0xcf) < 12) & (abs(arr[..., 1] - 0x22) < 12) & (abs(arr[..., 2] - 0x2e) < 12)
+    blue = (abs(arr[..., 0] - 0x09) < 12) & (abs(arr[..., 1] - 0x69) < 12) & (abs(arr[..., 2] - 0xda) < 12)
+    rows_red = np.flatnonzero(red.any(axis=1))
+    assert red.sum() > 2000 and blue.sum() > 500, (red.sum(), blue.sum())
+    # the blue bar (the worst layer, kept in float) is the longest; the red ones below it get shorter
+    assert blue.sum(axis=1).max() > red.sum(axis=1).max() > 0 and len(rows_red) > 11 * 8

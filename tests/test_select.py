@@ -115,3 +115,20 @@ def test_unlabelled_reports_budget_by_disagreement(tmp_path):
                                for c in disagreeing)
     floor = select([path], Budget(max_accuracy_drop_pp=100.0, min_accuracy_pct=50))
     assert floor.best is None and "needs labelled images" in floor.candidates[0].why
+
+
+def test_a_mixed_artifact_is_chosen_when_plain_int8_misses_and_it_is_the_fastest_within_budget(tmp_path):
+    report = make_report()
+    int8 = next(r for r in report["rows"] if r["name"] == "tflite-int8")
+    mixed = copy.deepcopy(int8)
+    mixed.update(name="tflite-int8-mixed", file="model_tflite-int8-mixed.tflite")
+    for entry in mixed["latency"]:
+        for kind in ("bare", "run", "e2e"):
+            if isinstance(entry.get(kind), dict) and "p50_ms" in entry[kind]:
+                entry[kind]["p50_ms"] *= 1.2            # a few layers in float cost some speed
+    int8.update(status="outside_tolerance", symbol="❎", reason="convert: top-1 agreement 93.0 % < limit 95 %")
+    report["rows"].append(mixed)
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    sel = select([tmp_path / "report.json"], Budget())
+    assert sel.best.artifact == "tflite-int8-mixed"
+    assert next(c for c in sel.candidates if c.artifact == "tflite-int8").why.startswith("❎ did not pass")

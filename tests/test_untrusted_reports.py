@@ -49,6 +49,10 @@ def test_a_negative_latency_is_refused_not_ranked_first(tmp_path):
     ("name", "[/x]", "has the artifact name '[/x]'"),
     ("status", "great", "has the status 'great'"),
     ("size_bytes", float("nan"), "size_bytes must be a finite number"),
+    ("layers", {"errors": [{"layer": "a", "op": "ADD", "error": -1.0}]}, "the error of layer 'a' is -1"),
+    ("layers", {"errors": [{"layer": 3, "op": "ADD", "error": 0.1}]}, "a layer error must name its layer and op"),
+    ("layers", {"errors": [], "kept_in_float": [None]}, "a layer kept in float must be named"),
+    ("layers", [1, 2], "'layers' must hold lists of errors"),
 ])
 def test_impossible_values_are_one_sentence_and_exit_2(tmp_path, field, value, words):
     report = make_report()

@@ -127,6 +127,9 @@ def make_report() -> dict:
         {"name": "onnx-int8", "kind": "artifact", "device": "local", "status": "failed", "symbol": "❌",
          "reason": "benchmark: the engine refused the model " + EVIL},
     ]
+    rows[3]["layers"] = {"errors": [{"layer": f"model/block_{i}/conv" + (EVIL if i == 2 else ""), "op": "CONV_2D",
+                                     "error": round(0.9 / (i + 1), 4), "rmse_steps": 0.3} for i in range(15)],
+                         "kept_in_float": ["model/block_0/conv"]}
     return {"schema_version": 1, "created": "2026-11-23T12:00:00+00:00", "command": "edge bench runs/x <b>",
             "run_dir": "runs/resnet8-<i>x", "export_dir": "runs/x/export", "labels": LABELS,
             "settings": {"threads": [1, 2], "batch": [1, 8], "runs": 120, "warmup": 5, "min_time": 0.0,

@@ -59,6 +59,7 @@ def check_row(row: Any, where: str) -> None:
             for key, value in block.items():
                 if key.endswith(("_s", "_mb")):
                     _non_negative(value, where, f"{section}.{key}")
+    _check_layers(row.get("layers"), where)
     latency = row.get("latency")
     if latency is not None and not isinstance(latency, list):
         raise EdgeError(f"{where}: 'latency' must be a list.")
@@ -72,6 +73,24 @@ def check_row(row: Any, where: str) -> None:
                     if key.endswith(("_ms", "_s")):
                         for v in value if isinstance(value, list) else [value]:   # samples_ms is a list
                             _non_negative(v, where, f"latency {kind}.{key}")
+
+
+def _check_layers(layers: Any, where: str) -> None:
+    """convert's per-layer diagnosis: layer names and op types as short texts, errors finite and not negative."""
+    if layers is None:
+        return
+    if not isinstance(layers, dict) or not isinstance(layers.get("errors", []), list) \
+            or not isinstance(layers.get("kept_in_float", []), list):
+        raise EdgeError(f"{where}: 'layers' must hold lists of errors and of layers kept in float.")
+    for entry in layers.get("errors", []):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and len(entry[k]) <= MAX_TEXT
+                                                  for k in ("layer", "op")):
+            raise EdgeError(f"{where}: a layer error must name its layer and op, got {_show(entry)}.")
+        _non_negative(entry.get("error"), where, f"the error of layer {_show(entry['layer'])}")
+        _non_negative(entry.get("rmse_steps"), where, f"rmse_steps of layer {_show(entry['layer'])}")
+    for name in layers.get("kept_in_float", []):
+        if not isinstance(name, str) or len(name) > MAX_TEXT:
+            raise EdgeError(f"{where}: a layer kept in float must be named, got {_show(name)}.")
 
 
 def _check_file(file: Any, where: str) -> None:

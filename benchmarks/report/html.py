@@ -16,6 +16,7 @@ from edgekit.atomic import write_text
 from edgekit.benchmarks.report.fields import as_dict, as_list, num, rows_of
 from edgekit.benchmarks.report.html_details import artifact_details, recall_overview
 from edgekit.benchmarks.report.html_format import STATUS_TEXT, SYMBOLS, e, f_date, f_num, status_of
+from edgekit.benchmarks.report.html_layers import CSS as LAYERS_CSS, layers_section
 from edgekit.benchmarks.report.html_sections import comparison, device_cards, highlights, plots_section, summary_table
 from edgekit.benchmarks.report.schema import Report, Row
 
@@ -125,7 +126,7 @@ def render_html(report: Report) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="color-scheme" content="light">',
         f"<title>edge bench · {e(run_dir)}</title>",
-        f"<style>{CSS}</style></head><body><main>",
+        f"<style>{CSS}{LAYERS_CSS}</style></head><body><main>",
         _header(report, rows),
         highlights(rows, several, recommended),
         _section("Devices", device_cards(devices)),
@@ -133,6 +134,7 @@ def render_html(report: Report) -> str:
         _section("Comparison with the baseline", comparison(report.get("comparison"))),
         _section("Plots", plots_section(report)),
         _section("Recall per class", recall_overview(report, rows, several)),
+        _section("Where int8 hurts", layers_section(rows)),
         _section("Artifacts in detail", artifact_details(report, rows, several)),
         _footer(report),
         "</main></body></html>",

@@ -84,6 +84,10 @@ def artifact_rows(ctx: Context, result: dict, device: str, positions: np.ndarray
                "summary": entry.get("summary"), "size_bytes": entry.get("size_bytes"),
                "macs": count_macs(path) if path is not None and path.is_file() else None,
                "convert": {"status": status, "parity": entry.get("parity")}}
+        if entry.get("layer_errors"):   # convert's per-layer diagnosis (int8 formats), for the report's chart
+            row["layers"] = {"errors": list(entry["layer_errors"]),
+                             "kept_in_float": [k.get("layer") for k in (entry.get("mixed") or {}).get("kept_out", [])
+                                               if isinstance(k, dict)]}
         if status == OUTSIDE:
             row["reason"] = "convert: " + "; ".join(m.get("message", "") for m in entry.get("mismatches") or []) \
                 if entry.get("mismatches") else "convert: outside tolerance"

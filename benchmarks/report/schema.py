@@ -48,6 +48,7 @@ class Row(TypedDict, total=False):
     input: Optional[dict]       # the input the runtime fed (dtype, layout)
     latency: List[dict]         # one entry per threads x batch setting
     headline: Optional[dict]    # the threads/batch setting the tables show
+    layers: Optional[dict]      # int8: {errors: [{layer, op, error, rmse_steps}] worst first, kept_in_float: [layer]}
 
 
 class Device(TypedDict):
