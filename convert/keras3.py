@@ -44,7 +44,7 @@ _MISSING_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 def to_saved_model(path: Path, digest: str, cache_dir: Optional[str] = None) -> Tuple[Path, dict]:
     """(SavedModel directory, {"keras": version, ...}) for a Keras 3 model file; built once per file content."""
     root = cache.cache_root("keras3", cache_dir)
-    entry = root / f"{digest[:32]}-v2"   # v2: with the graph and weights for keras3_rebuild
+    entry = root / f"{digest[:32]}-v3"   # v3: the graph of nested models flattened for keras3_rebuild
     info_file = entry / "edgekit-keras3.json"
     if info_file.is_file() and (entry / "saved_model.pb").is_file():
         return entry, json.loads(info_file.read_text())

@@ -1,7 +1,8 @@
 """A Keras 3 functional model rebuilt as tf_keras layers from its graph (config) and weights, written by the Keras 3
 child process (keras3.py): with real layers, bias correction and QAT apply as to any tf_keras model. Only plain
-built-in layers are rebuilt; anything else (nested models, custom or unknown layers, a mismatch) returns None with
-the reason, and the SavedModel wrapper is used instead. The caller checks the rebuilt model against the SavedModel."""
+built-in layers are rebuilt (models nested inside the model are flattened into their layers first, in the child);
+anything else (custom or unknown layers, a mismatch) returns None with the reason, and the SavedModel wrapper is
+used instead. The caller checks the rebuilt model against the SavedModel."""
 from __future__ import annotations
 
 import inspect
@@ -86,11 +87,48 @@ def rebuild(folder: Path):
                        name=config.get("name", "model"))
 
 
-# Runs in the Keras 3 child after the export: the graph and every layer's weights, for rebuild().
+# Runs in the Keras 3 child after the export: the graph and every layer's weights, for rebuild(). A model with
+# models inside it (how transfer-learned models are saved: Sequential([base_model, pooling, dense]), or a
+# Functional calling a backbone) is first flattened: every leaf layer called again, in order, on new Keras
+# tensors, so that one Functional graph of the same layer objects (the same weights) remains. Flattening that
+# fails for any reason (two layers of one name, an unusual call) leaves the model as it was, wrapped.
 CHILD_DUMP = r"""
+def _flat(model):
+    import keras
+
+    def call(op, *args, **kwargs):
+        if isinstance(op, keras.Sequential):
+            x = args[0]
+            for layer in op.layers:
+                x = call(layer, x)
+            return x
+        if isinstance(op, keras.Model) and hasattr(op, "_run_through_graph"):
+            inputs = args[0] if len(args) == 1 else list(args)
+            return op._run_through_graph(inputs, operation_fn=lambda o: (lambda *a, **k: call(o, *a, **k)))
+        if isinstance(op, keras.Model):
+            raise ValueError(f"{op.name} is a subclassed model")
+        kwargs.pop("training", None)
+        return op(*args, **kwargs)
+
+    inner = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if not inner and type(model).__name__ == "Functional":
+        return model, []
+    inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=f"{model.name}_input{i}")
+              for i, t in enumerate(model.inputs)]
+    outputs = call(model, *inputs)
+    flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
+    if any(isinstance(layer, keras.Model) for layer in flat.layers):
+        raise ValueError("a model is left inside")
+    return flat, inner
+
+
 def dump_graph(model, dst):
     import json, numpy as np
     from pathlib import Path
+    try:
+        model, flattened = _flat(model)
+    except Exception:
+        flattened = []
     if type(model).__name__ not in ("Functional", "Model") or not hasattr(model, "get_config"):
         return
     try:
@@ -99,6 +137,7 @@ def dump_graph(model, dst):
         return
     if "layers" not in config or "input_layers" not in config:
         return
+    config["edgekit_flattened"] = flattened
     arrays = {f"{layer.name}/{i}": w for layer in model.layers for i, w in enumerate(layer.get_weights())}
     Path(dst, "edgekit-graph.json").write_text(json.dumps(config))
     np.savez(Path(dst, "edgekit-weights.npz"), **arrays)
@@ -125,4 +164,6 @@ def rebuilt_or_none(folder: Path, wrapped) -> Tuple[Optional[Any], str]:
     diff = check_same(model, wrapped, int(shape[1]), int(shape[2]))
     if not diff <= 1e-4:
         return None, f"the rebuilt layers differ from the SavedModel by {diff:.2g}"
-    return model, f"max |Δ| {diff:.1e} against its SavedModel"
+    flattened = json.loads((Path(folder) / GRAPH_FILE).read_text()).get("edgekit_flattened") or []
+    inner = f"the nested model(s) {', '.join(repr(n) for n in flattened)} flattened into its layers; " if flattened else ""
+    return model, f"{inner}max |Δ| {diff:.1e} against its SavedModel"
