@@ -149,6 +149,19 @@ def validation_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec,
     return Images(_rows(xs, idx), y[idx], spec, name, seed + 1, _counts(y[idx], labels))
 
 
+def search_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec, labels: Sequence[str],
+                  validation: Images) -> Optional[Images]:
+    """n images of the val split for tflite-int8-mixed's search, when validation did not draw on it (it took the
+    test split alone); else None (the search uses the calibration images). Held out from training like the
+    test split, so the agreement the search reaches is the one validation will see, within sampling noise."""
+    if validation.split != "test" or not len(dataset.val.y):
+        return None
+    check_images(dataset.val.x, spec, "search")
+    idx = np.sort(balanced_indices(dataset.val.y, min(n, len(dataset.val.y)), seed + 2))
+    return Images(_rows([dataset.val.x], idx), dataset.val.y[idx], spec, "val", seed + 2,
+                  _counts(dataset.val.y[idx], labels))
+
+
 def _rows(xs: Sequence[np.ndarray], idx: np.ndarray) -> np.ndarray:
     """Rows `idx` (sorted) of the images xs end to end, reading only those: a split of the decoded cache is
     read where it lies rather than copied whole."""

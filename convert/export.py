@@ -32,6 +32,7 @@ class ExportContext:
     labels: List[str]
     spec: PreprocessSpec
     calibration: Optional["Images"] = None
+    search_images: Optional["Images"] = None    # tflite-int8-mixed's search set (None: the calibration images)
     training_images: Optional[Callable[[], "Images"]] = None  # the whole training split, for QAT
     seed: int = 42
     batch_size: int = 32

@@ -29,21 +29,14 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> Tuple[List[str], Dict
     notes: List[str] = []
     details: Dict[str, Any] = {}
     model = qat_model(fmt, ctx) if opts.get("qat") else ctx.tf_model()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if opts.get("optimize"):
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if opts.get("float16"):
-        conv.target_spec.supported_types = [tf.float16]
-    if opts.get("calibrate"):
-        conv.representative_dataset = ctx.require_calibration(fmt).representative
-    ops = [getattr(tf.lite.OpsSet, opts["supported_ops"])] if opts.get("supported_ops") else [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if ctx.select_tf_ops:
-        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-    conv.target_spec.supported_ops = ops
-    if opts.get("io"):
-        conv.inference_input_type = conv.inference_output_type = IO_DTYPES[opts["io"]]
+    conv = _converter(fmt, ctx, model)
     log: List[str] = []
     try:
+        if opts.get("mixed") and opts.get("bias_correction"):
+            # the same model calibrated without the correction first, outside its context: the layers the mixed
+            # artifact keeps in float get their own biases back (export_int8.restore_float_biases)
+            from edgekit.convert.export_int8 import uncorrected
+            uncorrected(fmt, ctx, lambda: _converter(fmt, ctx, model), log)
         with _bias_corrected(fmt, ctx, model, notes):
             if opts.get("diagnose"):  # calibrated once through the quantization debugger (export_int8.py)
                 from edgekit.convert.export_int8 import full_integer
@@ -62,6 +55,25 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> Tuple[List[str], Dict
         raise ExportError(reason or f"TFLite converter: {first_line(exc)}") from None
     path.write_bytes(with_metadata(blob, ctx, notes))
     return notes, details
+
+
+def _converter(fmt: Format, ctx: ExportContext, model):
+    """A TFLiteConverter with the format's options (the model is traced when it converts)."""
+    opts = fmt.options
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if opts.get("optimize"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if opts.get("float16"):
+        conv.target_spec.supported_types = [tf.float16]
+    if opts.get("calibrate"):
+        conv.representative_dataset = ctx.require_calibration(fmt).representative
+    ops = [getattr(tf.lite.OpsSet, opts["supported_ops"])] if opts.get("supported_ops") else [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if ctx.select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    conv.target_spec.supported_ops = ops
+    if opts.get("io"):
+        conv.inference_input_type = conv.inference_output_type = IO_DTYPES[opts["io"]]
+    return conv
 
 
 def with_metadata(blob: bytes, ctx: ExportContext, notes: List[str]) -> bytes:

@@ -106,8 +106,8 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
             "diagnose": True, "mixed": True, "target_agreement": DEFAULT_MIN_AGREEMENT},
            Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT, max_accuracy_drop=0.01), default=False,
-           summary="full integer with the layers int8 hurts most kept in float, as few as reach the agreement "
-                   "target (--min-agreement)"),
+           summary="int8 with the layers int8 hurts most kept in float, as few as reach the agreement target "
+                   "(--min-agreement), and the head (logits, softmax) in float: uint8 input, float32 output"),
     Format("tflite-int16x8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True},
            Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),

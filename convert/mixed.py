@@ -1,8 +1,9 @@
 """Selective precision: quantize everything, then keep the layers int8 hurts most in float, one at a time, worst
 first, until the artifact agrees with the float model often enough.
 
-The search is judged on the calibration images (the Keras model's top-1 against the candidate's), never on the
-validation images: validation then judges the chosen artifact on images the search did not see. Each step
+The search is judged on up to 2,000 images of the val split (the source model's top-1 against the candidate's; the
+calibration images when there is no val split to spare), never on the validation images: validation then judges
+the chosen artifact on images the search did not see. Each step
 keeps one more layer of the ranking (layer_error.py) out, so the layers kept out are always the worst few,
 and the search stops at the first step that meets the target: no more layers than that ranking needs.
 """
@@ -14,6 +15,7 @@ from typing import Callable, List, Optional, Sequence
 from edgekit.convert.layer_error import LayerError
 
 MAX_KEPT_OUT = 64   # a model that needs more than this in float is not an int8 model; the search says so
+FIRST_TRIED = 32    # layers of the per-layer ranking whose benefit in float is measured one by one (by_benefit)
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Mixed:
     agreement: float                  # on the search images, of the artifact returned
     target: float
     steps: List[Step] = field(default_factory=list)
+    where: str = "the calibration images"   # what the agreement was measured on
+    benefits: List["Benefit"] = field(default_factory=list)   # the order the layers were tried in, and why
 
     @property
     def met(self) -> bool:
@@ -39,13 +43,36 @@ class Mixed:
 
     def to_dict(self) -> dict:
         return {"target_agreement": self.target, "met": self.met, "search_agreement": round(self.agreement, 6),
+                "search_images": self.where, "order": [b.to_dict() for b in self.benefits],
                 "kept_out": [e.to_dict() for e in self.kept_out], "steps": [s.to_dict() for s in self.steps]}
 
     def describe(self) -> str:
         names = ", ".join(f"{e.op} {e.name}" for e in self.kept_out) or "none"
         head = "target met" if self.met else f"target {self.target:.1%} not met; the best reached"
         return (f"{head}: {len(self.kept_out)} layer(s) kept in float ({names}); top-1 agreement "
-                f"{self.agreement:.2%} on the calibration images")
+                f"{self.agreement:.2%} on {self.where}")
+
+
+@dataclass
+class Benefit:
+    layer: LayerError
+    gain: float      # how much the output error (mean squared probability difference) falls with it in float
+    macs: int        # what keeping it (and the ops reading it) in float costs
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer.name, "op": self.layer.op, "gain": float(f"{self.gain:.6g}"), "macs": self.macs}
+
+
+def by_benefit(ranked: Sequence[LayerError], output_error: Callable[[List[str]], float], macs: Callable[[str], int],
+               first: int = FIRST_TRIED) -> List[Benefit]:
+    """The `first` layers of the per-layer ranking, each tried alone in float: ordered by how much output error
+    that removes per multiply-add it moves to float. The per-layer error says where int8 adds noise; whether that
+    noise reaches the answer, and what keeping it out costs, is measured here (ResNet-8: the two layers with the
+    largest own error were its two widest convolutions, and keeping them in float moved the agreement least)."""
+    base = output_error([])
+    out = [Benefit(e, base - output_error([e.name]), max(1, macs(e.name))) for e in ranked[:first]]
+    helpful = sorted((b for b in out if b.gain > 0), key=lambda b: -b.gain / b.macs)
+    return helpful + sorted((b for b in out if b.gain <= 0), key=lambda b: -b.gain)
 
 
 def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes], agreement: Callable[[bytes], float],

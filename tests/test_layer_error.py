@@ -126,3 +126,38 @@ def test_min_agreement_outside_zero_to_one_is_one_line(value, tmp_path):
 def test_explain_takes_a_diagnosed_format(tmp_path):
     result = runner.invoke(app, ["convert", str(tmp_path), "--explain", "onnx-fp32"])
     assert result.exit_code == 2 and "--explain takes a format whose per-layer errors are measured" in result.output
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("restore", [True, False], ids=["own biases", "corrected biases"])
+def test_layers_kept_in_float_get_their_own_biases_back(restore, tiny_run, tmp_path, monkeypatch):
+    """Every layer of the tiny ResNet-8 kept in float: with its own (uncorrected) biases the mixed artifact answers
+    as the float model does; with the biases bias correction shifted for int8 weights, it does not."""
+    import shutil
+    from edgekit.convert import export_int8
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+
+    def all_in_float(ranked, quantize, agreement, target, max_kept=None, on_step=None):
+        kept = list(ranked)
+        blob = quantize([e.name for e in kept])
+        return mixed.Mixed(blob, kept, agreement(blob), target)
+    monkeypatch.setattr(mixed, "search", all_in_float)
+    if not restore:
+        monkeypatch.setattr(export_int8, "restore_float_biases", lambda blob, fmt, ctx: blob)
+    result = runner.invoke(app, ["convert", str(run), "--formats", "tflite-int8-mixed", "--min-agreement", "0.5"])
+    assert "Traceback" not in result.output, result.output
+    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"][0]
+    assert any(n.startswith("bias correction on") for n in entry["notes"])
+    if restore:
+        assert entry["parity"]["max_abs_diff"] < 1e-4, entry["parity"]
+    else:
+        assert entry["parity"]["max_abs_diff"] > 1e-3, entry["parity"]
+
+
+def test_benefit_orders_by_output_error_removed_per_multiply_add():
+    ranked = [LayerError(n, "CONV_2D", 1.0, 0.3) for n in ("wide", "cheap", "useless")]
+    errors = {(): 1.0, ("wide",): 0.5, ("cheap",): 0.8, ("useless",): 1.0}
+    macs = {"wide": 1000, "cheap": 10, "useless": 5}
+    order = mixed.by_benefit(ranked, lambda names: errors[tuple(names)], macs.get)
+    assert [b.layer.name for b in order] == ["cheap", "wide", "useless"]   # 0.02 per MAC, then 0.0005, then none
+    assert order[0].gain == pytest.approx(0.2) and order[-1].gain == 0
