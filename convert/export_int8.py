@@ -103,8 +103,8 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]]):
     from tensorflow.lite.python import convert as tfl_convert
     from edgekit.convert.layer_error import Graph
     io = {"uint8": tf.uint8, "int8": tf.int8}.get(fmt.options.get("io"), tf.float32)
-    graph = Graph(dbg.calibrated_model)
     mixed = bool(fmt.options.get("mixed"))
+    graph = Graph(dbg.calibrated_model) if mixed else None   # the plain artifact needs none of it
     head = graph.head() if mixed else []
     if head:
         float_ops["(head)"] = head
@@ -112,7 +112,7 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]]):
     def quantize(layers: List[str]) -> bytes:
         denylist: List[str] = list(head)
         for layer in layers:
-            float_ops[layer] = [layer] + [r for r in graph.readers.get(layer, []) if r != layer]
+            float_ops[layer] = [layer] + [r for r in (graph.readers if graph else {}).get(layer, []) if r != layer]
             denylist.extend(n for n in float_ops[layer] if n not in denylist)
         return tfl_convert.mlir_quantize(dbg.calibrated_model, input_data_type=io,
                                          output_data_type=tf.float32 if mixed else io,

@@ -136,12 +136,15 @@ class Graph:
             outs = [name(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0]
             for t in ins:
                 self.readers.setdefault(t, []).extend(outs)
-            out_shape = [max(1, int(d)) for d in (g.tensors[op.outputs[0]].shape if len(op.outputs) else [])]
-            weight = g.tensors[op.inputs[1]] if op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 \
-                else None
-            has_weights = weight is not None and weight.buffer < len(m.buffers) and m.buffers[weight.buffer].data \
-                is not None and len(m.buffers[weight.buffer].data)
-            per_output = int(np.prod(weight.shape[1:])) if has_weights and len(weight.shape) > 1 else 1
+            def dims(i: int) -> list:   # the object API leaves a scalar's shape as None
+                shape = g.tensors[i].shape
+                return [max(1, int(d)) for d in shape] if shape is not None else []
+            out_shape = dims(op.outputs[0]) if op.outputs is not None and len(op.outputs) else []
+            weight = op.inputs[1] if op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+            buffer = m.buffers[g.tensors[weight].buffer] if weight is not None and \
+                g.tensors[weight].buffer < len(m.buffers) else None
+            has_weights = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+            per_output = int(np.prod(dims(weight)[1:])) if has_weights and len(dims(weight)) > 1 else 1
             for t in outs:
                 self.writer[t] = (codes.get(op.opcodeIndex), ins)
                 self.macs[t] = int(np.prod(out_shape)) * per_output

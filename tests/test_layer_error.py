@@ -161,3 +161,26 @@ def test_benefit_orders_by_output_error_removed_per_multiply_add():
     order = mixed.by_benefit(ranked, lambda names: errors[tuple(names)], macs.get)
     assert [b.layer.name for b in order] == ["cheap", "wide", "useless"]   # 0.02 per MAC, then 0.0005, then none
     assert order[0].gain == pytest.approx(0.2) and order[-1].gain == 0
+
+
+@pytest.mark.tf
+def test_the_graph_reader_takes_scalar_constants_and_finds_the_head():
+    """Hard-sigmoid as MobileNetV3 writes it multiplies by a scalar constant, whose shape the flatbuffer leaves
+    unset: reading the graph must not trip on it (it stopped every int8 export of MobileNetV3-Small once)."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from edgekit.convert.layer_error import Graph, debugger
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(inp)
+    x = keras.layers.Rescaling(1 / 6, offset=0.5)(keras.layers.ReLU(6.0)(x))   # scalar MUL and ADD
+    x = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, keras.layers.Softmax()(x))
+    data = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([data[i:i + 1]] for i in range(8))
+    graph = Graph(debugger(conv, conv.representative_dataset).calibrated_model)
+    head = graph.head()
+    assert len(head) == 2 and "logits" in head[1]                     # the softmax, then what computes its logits
+    conv_out = next(t for t in graph.writer if "/c/" in t)
+    assert graph.macs[conv_out] == 6 * 6 * 4 * (3 * 3 * 3)              # output positions x weights per output
