@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -82,8 +82,20 @@ def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
 
 
 def layer_errors(fmt: Format, ctx: ExportContext, dbg) -> list:
+    """The per-layer errors (and, in ctx, the percentile ranges seen on the way: percentile_ranges)."""
     from edgekit.convert import layer_error
-    return ctx.shared(_key("tflite_int8_layer_errors", fmt), lambda: layer_error.measure(dbg))
+    from edgekit.convert.ranges import Tails
+
+    def run():
+        tails = Tails(layer_error.DEBUG_IMAGES)
+        errors = layer_error.measure(dbg, tails)
+        ctx.cache[_key("tflite_int8_ranges", fmt)] = tails.ranges()
+        return errors
+    return ctx.shared(_key("tflite_int8_layer_errors", fmt), run)
+
+
+def percentile_ranges(fmt: Format, ctx: ExportContext) -> dict:
+    return ctx.cache.get(_key("tflite_int8_ranges", fmt)) or {}
 
 
 def _key(what: str, fmt: Format) -> str:
@@ -91,7 +103,7 @@ def _key(what: str, fmt: Format) -> str:
     return f"{what}:bias_correction={bool(fmt.options.get('bias_correction'))}"
 
 
-def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]]):
+def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], calibrated_model: Optional[bytes] = None):
     """names → the full-integer model with those layers kept in float (none: the plain int8 artifact).
 
     A layer is kept in float together with the ops that read its output: quantizing an op's output for the next
@@ -114,7 +126,7 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]]):
         for layer in layers:
             float_ops[layer] = [layer] + [r for r in (graph.readers if graph else {}).get(layer, []) if r != layer]
             denylist.extend(n for n in float_ops[layer] if n not in denylist)
-        return tfl_convert.mlir_quantize(dbg.calibrated_model, input_data_type=io,
+        return tfl_convert.mlir_quantize(calibrated_model or dbg.calibrated_model, input_data_type=io,
                                          output_data_type=tf.float32 if mixed else io,
                                          denylisted_nodes=denylist or None)
     quantize.graph = graph
@@ -155,14 +167,19 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
     float_ops: Dict[str, List[str]] = {}
     plain = quantizer(fmt, dbg, float_ops)
     ctx.cache[_key("tflite_int8_graph", fmt)] = plain.graph
-
-    def quantize(layers: List[str]) -> bytes:
-        blob = quiet(plain, layers)
-        return restore_float_biases(blob, fmt, ctx) if fmt.options.get("mixed") else blob
     if not fmt.options.get("mixed"):
-        return quantize([])
+        return quiet(plain, [])
+    from edgekit.convert.ranges import PERCENTILE, with_ranges
+    narrowed, changed = quiet(with_ranges, dbg.calibrated_model, percentile_ranges(fmt, ctx))
+    candidates = {"min/max": plain}
+    if changed:
+        candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, narrowed)
+
+    def mixed_of(make):
+        return lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx)
     head = set(float_ops.get("(head)", []))
-    result = _search(fmt, ctx, [e for e in errors if e.name not in head], quantize, quiet)
+    result = _search(fmt, ctx, [e for e in errors if e.name not in head],
+                     {name: mixed_of(make) for name, make in candidates.items()}, quiet)
     details["mixed"] = {**result.to_dict(), "head_in_float": float_ops.get("(head)", []),
                         "float_ops": sorted({n for e in result.kept_out for n in float_ops.get(e.name, [e.name])}
                                             | set(float_ops.get("(head)", [])))}
@@ -170,7 +187,9 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
     return result.blob
 
 
-def _search(fmt: Format, ctx: ExportContext, errors, quantize, quiet):
+def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], quiet):
+    """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
+    agrees more with no layer in float (less output error on a tie) is searched from."""
     from edgekit.convert import mixed
     from edgekit.convert.export_tflite import with_metadata
     from edgekit.convert.validate import reference, run_artifact
@@ -188,6 +207,16 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantize, quiet):
         def agreement(blob: bytes) -> float:
             return float(np.mean(probs_of(blob).argmax(1) == keras_probs.argmax(1)))
 
+        scores = {}
+        for name, make in quantizers.items():
+            p = probs_of(make([]))
+            scores[name] = (float(np.mean(p.argmax(1) == keras_probs.argmax(1))),
+                            -float(np.mean((p - keras_probs) ** 2)))
+        chosen = max(scores, key=lambda n: scores[n])
+        quantize = quantizers[chosen]
+        console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, (a, _) in scores.items())
+                      + f" on {where} with no layer in float: {chosen}", highlight=False)
+
         def output_error(layers: List[str]) -> float:
             return float(np.mean((probs_of(quantize(layers)) - keras_probs) ** 2))
 
@@ -203,4 +232,5 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantize, quiet):
         result = mixed.search([b.layer for b in ordered], quantize, agreement, target, on_step=said)
         result.where = where
         result.benefits = ordered
+        result.ranges = {"chosen": chosen, "agreement_without_float_layers": {n: a for n, (a, _) in scores.items()}}
         return result

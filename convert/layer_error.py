@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -83,8 +83,9 @@ class _Moments:
         return float(math.sqrt(np.mean(self.sq_err / self.n)))
 
 
-def measure(dbg) -> List[LayerError]:
-    """Run the debug model over its images; every quantized op's error, worst first.
+def measure(dbg, on_float: Optional[Callable[[str, np.ndarray], None]] = None) -> List[LayerError]:
+    """Run the debug model over its images; every quantized op's error, worst first. `on_float(name, f)` sees
+    each op's float output on each image (ranges.Tails keeps their tails).
 
     The loop is the debugger's own (run()), keeping per-channel sums where run() keeps one number per image
     per metric: the per-channel spread is what shows a mis-scaled layer."""
@@ -103,8 +104,11 @@ def measure(dbg) -> List[LayerError]:
         dbg._set_input_tensors(it, inputs, first)
         first = False
         it.invoke()
-        for _, _, q_idx, f_idx, scale, zp, m in layers:
-            m.add(it.get_tensor(f_idx), (it.get_tensor(q_idx).astype(np.float64) - zp) * scale)
+        for name, _, q_idx, f_idx, scale, zp, m in layers:
+            f = it.get_tensor(f_idx)
+            m.add(f, (it.get_tensor(q_idx).astype(np.float64) - zp) * scale)
+            if on_float is not None:
+                on_float(name, f)
     found = [LayerError(name, op, m.error(), m.rmse() / scale if scale else math.nan)
              for name, op, _, _, scale, _, m in layers if m.n]
     return sorted(found, key=lambda e: (-e.error if not math.isnan(e.error) else 0.0, e.name))

@@ -36,6 +36,7 @@ class Mixed:
     steps: List[Step] = field(default_factory=list)
     where: str = "the calibration images"   # what the agreement was measured on
     benefits: List["Benefit"] = field(default_factory=list)   # the order the layers were tried in, and why
+    ranges: dict = field(default_factory=dict)                  # which activation ranges the search started from
 
     @property
     def met(self) -> bool:
@@ -44,6 +45,7 @@ class Mixed:
     def to_dict(self) -> dict:
         return {"target_agreement": self.target, "met": self.met, "search_agreement": round(self.agreement, 6),
                 "search_images": self.where, "order": [b.to_dict() for b in self.benefits],
+                "activation_ranges": self.ranges,
                 "kept_out": [e.to_dict() for e in self.kept_out], "steps": [s.to_dict() for s in self.steps]}
 
     def describe(self) -> str:

@@ -184,3 +184,29 @@ def test_the_graph_reader_takes_scalar_constants_and_finds_the_head():
     assert len(head) == 2 and "logits" in head[1]                     # the softmax, then what computes its logits
     conv_out = next(t for t in graph.writer if "/c/" in t)
     assert graph.macs[conv_out] == 6 * 6 * 4 * (3 * 3 * 3)              # output positions x weights per output
+
+
+def test_tails_give_the_percentile_without_keeping_the_tensors():
+    from edgekit.convert.ranges import Tails
+    rng = np.random.default_rng(0)
+    images = [rng.standard_cauchy((16, 16, 8)).astype(np.float32) for _ in range(50)]
+    tails = Tails(expected_images=50, percentile=99.9)
+    for f in images:
+        tails("t", f)
+    lo, hi = tails.ranges()["t"]
+    everything = np.concatenate([f.ravel() for f in images])
+    assert tails.high["t"].size < everything.size / 100                 # the tails only
+    assert hi == pytest.approx(np.percentile(everything, 99.9), rel=0.05)
+    assert lo == pytest.approx(np.percentile(everything, 0.1), rel=0.05)
+    assert hi < everything.max() and lo > everything.min()
+
+
+@pytest.mark.tf
+def test_narrowed_ranges_are_written_into_the_calibrated_model_and_the_search_says_which_it_took(
+        model_file, tiny_folder, tmp_path):
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export", "--formats", "tflite-int8-mixed",
+                              "--min-agreement", "0.99")
+    ranges = entries["tflite-int8-mixed"]["mixed"]["activation_ranges"]
+    assert ranges["chosen"] in ranges["agreement_without_float_layers"]
+    assert set(ranges["agreement_without_float_layers"]) == {"min/max", "99.99th percentile"}
+    assert "activation ranges: min/max" in result.output
