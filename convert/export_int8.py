@@ -9,6 +9,7 @@ kernels run) costs seconds, not a new calibration.
 """
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from itertools import islice
 from pathlib import Path
@@ -41,15 +42,36 @@ def calibrated(fmt: Format, ctx: ExportContext, conv):
     return made
 
 
+def _uncorrected(fmt: Format) -> Format:
+    import dataclasses
+    return dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False})
+
+
 def uncorrected(fmt: Format, ctx: ExportContext, make_converter, log: List[str]) -> None:
     """The calibrated model without bias correction, shared (only its float biases are used)."""
-    import dataclasses
-    plain = dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False})
     with quiet_native_stderr() as lines:
         try:
-            calibrated(plain, ctx, make_converter())
+            calibrated(_uncorrected(fmt), ctx, make_converter())
         finally:
             log.extend(lines)
+
+
+def _float_constants(ctx: ExportContext, fmt: Format) -> Dict[bytes, Any]:
+    """Name → data of every float32 constant of the uncorrected calibrated model (read once per convert run)."""
+    source = ctx.cache.get(_key("tflite_int8_debugger", _uncorrected(fmt)))
+    if source is None or isinstance(source, ExportError):
+        return {}
+
+    def read():
+        from tensorflow.lite.tools import flatbuffer_utils
+        own = flatbuffer_utils.read_model_from_bytearray(bytearray(source.calibrated_model))
+        constants = {}
+        for t in own.subgraphs[0].tensors:
+            data = own.buffers[t.buffer].data if t.buffer < len(own.buffers) else None
+            if t.type == 0 and data is not None and len(data):   # TensorType.FLOAT32
+                constants[t.name] = data
+        return constants
+    return ctx.shared("tflite_int8_uncorrected_constants", read)
 
 
 def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
@@ -57,21 +79,12 @@ def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
     size taken from it. Bias correction shifts a layer's bias to cancel its int8 weights' rounding; a layer kept
     in float has float weights, and the shift becomes an error of its own (ResNet-8 with every layer in float:
     99.75 % top-1 agreement with the shift, 100 % without). int8 layers keep int32 biases, untouched here."""
-    import dataclasses
     if not fmt.options.get("bias_correction"):
         return blob
-    key = _key("tflite_int8_debugger", dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False}))
-    source = ctx.cache.get(key)
-    if source is None or isinstance(source, ExportError):
+    constants = _float_constants(ctx, fmt)
+    if not constants:
         return blob
     from tensorflow.lite.tools import flatbuffer_utils
-    own = flatbuffer_utils.read_model_from_bytearray(bytearray(source.calibrated_model))
-    constants = {}
-    for sg in own.subgraphs[:1]:
-        for t in sg.tensors:
-            data = own.buffers[t.buffer].data if t.buffer < len(own.buffers) else None
-            if t.type == 0 and data is not None and len(data):   # TensorType.FLOAT32
-                constants[t.name] = data
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(blob))
     for t in model.subgraphs[0].tensors:
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
@@ -81,21 +94,15 @@ def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def layer_errors(fmt: Format, ctx: ExportContext, dbg) -> list:
-    """The per-layer errors (and, in ctx, the percentile ranges seen on the way: percentile_ranges)."""
+def layer_errors(fmt: Format, ctx: ExportContext, dbg) -> tuple:
+    """(the per-layer errors, worst first; the percentile ranges of the float activations seen on the way)."""
     from edgekit.convert import layer_error
     from edgekit.convert.ranges import Tails
 
     def run():
         tails = Tails(layer_error.DEBUG_IMAGES)
-        errors = layer_error.measure(dbg, tails)
-        ctx.cache[_key("tflite_int8_ranges", fmt)] = tails.ranges()
-        return errors
+        return layer_error.measure(dbg, tails), tails.ranges()
     return ctx.shared(_key("tflite_int8_layer_errors", fmt), run)
-
-
-def percentile_ranges(fmt: Format, ctx: ExportContext) -> dict:
-    return ctx.cache.get(_key("tflite_int8_ranges", fmt)) or {}
 
 
 def _key(what: str, fmt: Format) -> str:
@@ -103,8 +110,9 @@ def _key(what: str, fmt: Format) -> str:
     return f"{what}:bias_correction={bool(fmt.options.get('bias_correction'))}"
 
 
-def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], calibrated_model: Optional[bytes] = None):
-    """names → the full-integer model with those layers kept in float (none: the plain int8 artifact).
+def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], graph=None, calibrated_model: Optional[bytes] = None):
+    """names → the full-integer model with those layers kept in float (none: the plain int8 artifact); `graph`
+    (layer_error.Graph of the calibrated model) for the mixed format.
 
     A layer is kept in float together with the ops that read its output: quantizing an op's output for the next
     int8 op is where a stretched range crushes it, so the op alone in float would change nothing there. Every
@@ -113,10 +121,8 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], calibrated_mode
     multiply-adds that turn exact uint8 ties back into answers."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
-    from edgekit.convert.layer_error import Graph
     io = {"uint8": tf.uint8, "int8": tf.int8}.get(fmt.options.get("io"), tf.float32)
     mixed = bool(fmt.options.get("mixed"))
-    graph = Graph(dbg.calibrated_model) if mixed else None   # the plain artifact needs none of it
     head = graph.head() if mixed else []
     if head:
         float_ops["(head)"] = head
@@ -129,12 +135,7 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], calibrated_mode
         return tfl_convert.mlir_quantize(calibrated_model or dbg.calibrated_model, input_data_type=io,
                                          output_data_type=tf.float32 if mixed else io,
                                          denylisted_nodes=denylist or None)
-    quantize.graph = graph
     return quantize
-
-
-def graph_of(ctx: ExportContext, fmt: Format):
-    return ctx.cache[_key("tflite_int8_graph", fmt)]
 
 
 def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], details: Dict[str, Any],
@@ -156,30 +157,30 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
         conv._experimental_calibrate_only = False  # the debugger set it; the plain converter path as before
         return quiet(conv.convert)
     try:
-        errors = quiet(layer_errors, fmt, ctx, dbg)
+        errors, ranges = quiet(layer_errors, fmt, ctx, dbg)
     except Exception as exc:  # the diagnosis is extra: the plain artifact does not depend on it
         if fmt.options.get("mixed"):
             raise ExportError(f"per-layer errors could not be measured ({type(exc).__name__}: {first_line(exc, 160)}); "
                               "the mixed search needs them") from None
         notes.append(f"per-layer diagnosis skipped ({type(exc).__name__}: {first_line(exc, 100)})")
-        errors = []
+        errors, ranges = [], {}
     details["layer_errors"] = [e.to_dict() for e in errors[:LAYERS_RECORDED]]
     float_ops: Dict[str, List[str]] = {}
-    plain = quantizer(fmt, dbg, float_ops)
-    ctx.cache[_key("tflite_int8_graph", fmt)] = plain.graph
     if not fmt.options.get("mixed"):
-        return quiet(plain, [])
+        return quiet(quantizer(fmt, dbg, float_ops), [])
+    from edgekit.convert.layer_error import Graph
     from edgekit.convert.ranges import PERCENTILE, with_ranges
-    narrowed, changed = quiet(with_ranges, dbg.calibrated_model, percentile_ranges(fmt, ctx))
-    candidates = {"min/max": plain}
+    graph = quiet(Graph, dbg.calibrated_model)
+    narrowed, changed = quiet(with_ranges, dbg.calibrated_model, ranges)
+    candidates = {"min/max": quantizer(fmt, dbg, float_ops, graph)}
     if changed:
-        candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, narrowed)
+        candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, graph, narrowed)
 
     def mixed_of(make):
         return lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx)
     head = set(float_ops.get("(head)", []))
     result = _search(fmt, ctx, [e for e in errors if e.name not in head],
-                     {name: mixed_of(make) for name, make in candidates.items()}, quiet)
+                     {name: mixed_of(make) for name, make in candidates.items()}, graph, quiet)
     details["mixed"] = {**result.to_dict(), "head_in_float": float_ops.get("(head)", []),
                         "float_ops": sorted({n for e in result.kept_out for n in float_ops.get(e.name, [e.name])}
                                             | set(float_ops.get("(head)", [])))}
@@ -187,7 +188,7 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
     return result.blob
 
 
-def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], quiet):
+def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):
     """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
     agrees more with no layer in float (less output error on a tie) is searched from."""
     from edgekit.convert import mixed
@@ -199,10 +200,17 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
     where = f"{len(images):,} {'calibration' if images.split == 'train' else images.split} images"
 
     with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
+        seen: Dict[bytes, np.ndarray] = {}
+
         def probs_of(blob: bytes) -> np.ndarray:
-            path = Path(tmp) / fmt.file_name
-            path.write_bytes(with_metadata(blob, ctx, []))
-            return quiet(run_artifact, path, images)[0]
+            # the same artifact comes back more than once (no layer in float: to choose the ranges, as the base of
+            # the benefits and as the search's first step; each layer tried alone, then as a step): run it once
+            digest = hashlib.sha256(blob).digest()
+            if digest not in seen:
+                path = Path(tmp) / fmt.file_name
+                path.write_bytes(with_metadata(blob, ctx, []))
+                seen[digest] = quiet(run_artifact, path, images)[0]
+            return seen[digest]
 
         def agreement(blob: bytes) -> float:
             return float(np.mean(probs_of(blob).argmax(1) == keras_probs.argmax(1)))
@@ -222,7 +230,6 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
 
         console.print(f"    measuring what each of the {min(len(errors), mixed.FIRST_TRIED)} worst layers gives back "
                       f"in float, on {where} …", highlight=False)
-        graph = graph_of(ctx, fmt)
         ordered = mixed.by_benefit(errors, output_error, lambda n: sum(graph.macs.get(o, 0) for o in
                                                                       [n] + graph.readers.get(n, [])))
 

@@ -120,6 +120,17 @@ def worst(errors: Sequence[dict], n: int = 5) -> str:
                      else f"{e['op']} {e['layer']} ∞" for e in list(errors)[:n])
 
 
+def tensor_name(tensor) -> str:
+    """A flatbuffer object-API tensor's name as text (the API gives bytes)."""
+    n = tensor.name
+    return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+
+
+def _dims(tensor) -> list:
+    """Its shape with unknown sizes as 1; the object API leaves a scalar's shape as None."""
+    return [max(1, int(d)) for d in tensor.shape] if tensor.shape is not None else []
+
+
 class Graph:
     """Who reads and who writes each tensor of a TFLite model's main graph, by tensor name."""
 
@@ -129,8 +140,7 @@ class Graph:
         g = m.subgraphs[0]
 
         def name(i: int) -> str:
-            n = g.tensors[i].name
-            return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+            return tensor_name(g.tensors[i])
         codes = {i: c.builtinCode if c.builtinCode else c.deprecatedBuiltinCode for i, c in enumerate(m.operatorCodes)}
         self.readers: dict = {}      # tensor -> output tensors of the ops reading it
         self.writer: dict = {}       # output tensor -> (op code, its input tensors)
@@ -140,15 +150,12 @@ class Graph:
             outs = [name(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0]
             for t in ins:
                 self.readers.setdefault(t, []).extend(outs)
-            def dims(i: int) -> list:   # the object API leaves a scalar's shape as None
-                shape = g.tensors[i].shape
-                return [max(1, int(d)) for d in shape] if shape is not None else []
-            out_shape = dims(op.outputs[0]) if op.outputs is not None and len(op.outputs) else []
-            weight = op.inputs[1] if op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 else None
-            buffer = m.buffers[g.tensors[weight].buffer] if weight is not None and \
-                g.tensors[weight].buffer < len(m.buffers) else None
-            has_weights = buffer is not None and buffer.data is not None and len(buffer.data) > 0
-            per_output = int(np.prod(dims(weight)[1:])) if has_weights and len(dims(weight)) > 1 else 1
+            out_shape = _dims(g.tensors[op.outputs[0]]) if op.outputs is not None and len(op.outputs) else []
+            weight = g.tensors[op.inputs[1]] if op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0 \
+                else None
+            buffer = m.buffers[weight.buffer] if weight is not None and weight.buffer < len(m.buffers) else None
+            w_dims = _dims(weight) if buffer is not None and buffer.data is not None and len(buffer.data) else []
+            per_output = int(np.prod(w_dims[1:])) if len(w_dims) > 1 else 1
             for t in outs:
                 self.writer[t] = (codes.get(op.opcodeIndex), ins)
                 self.macs[t] = int(np.prod(out_shape)) * per_output

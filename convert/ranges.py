@@ -48,10 +48,11 @@ class Tails:
 def with_ranges(calibrated: bytes, ranges: Dict[str, Tuple[float, float]]) -> Tuple[bytes, int]:
     """The calibrated model with the min/max of every tensor named in `ranges` replaced: (model, tensors changed)."""
     from tensorflow.lite.tools import flatbuffer_utils
+    from edgekit.convert.layer_error import tensor_name
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
     changed = 0
     for t in model.subgraphs[0].tensors:
-        name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name)
+        name = tensor_name(t)
         q = t.quantization
         if name in ranges and q is not None and q.min is not None and len(q.min) == 1:
             lo, hi = ranges[name]
