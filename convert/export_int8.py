@@ -196,7 +196,7 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
     from edgekit.convert.validate import reference, run_artifact
     images = ctx.search_images if ctx.search_images is not None else ctx.require_calibration(fmt)
     keras_probs = ctx.shared(f"reference:{images.split}", lambda: quiet(reference, ctx.model, images)).probs
-    target = float(fmt.options.get("target_agreement", fmt.tolerance.min_agreement or 0.995))
+    target = float(fmt.tolerance.min_agreement)
     where = f"{len(images):,} {'calibration' if images.split == 'train' else images.split} images"
 
     with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:

@@ -100,11 +100,12 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
             "diagnose": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
-    # mixed: the worst layers of that ranking kept in float one at a time until the top-1 agreement with the
-    # source on the calibration images reaches target_agreement (--min-agreement; convert/mixed.py)
+    # mixed: layers kept in float one at a time (in the order of what each gives back) until the top-1 agreement
+    # with the source on the search images (the val split) reaches the tolerance's min_agreement, which
+    # --min-agreement sets (convert/export_int8.py, convert/mixed.py)
     Format("tflite-int8-mixed", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
-            "diagnose": True, "mixed": True, "target_agreement": DEFAULT_MIN_AGREEMENT},
+            "diagnose": True, "mixed": True},
            Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT, max_accuracy_drop=0.01), default=False,
            summary="int8 with the layers int8 hurts most kept in float, as few as reach the agreement target "
                    "(--min-agreement), and the head (logits, softmax) in float: uint8 input, float32 output"),
@@ -169,6 +170,6 @@ def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str]
                 picked.append(n)
     if not picked:
         raise EdgeError(f"no format given; choose from {', '.join(FORMATS)} (or 'default', 'all').")
-    out = [FORMATS[n].with_options(io=io, opset=opset, target_agreement=min_agreement) for n in picked]
+    out = [FORMATS[n].with_options(io=io, opset=opset) for n in picked]
     return [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
             if min_agreement is not None and f.options.get("mixed") else f for f in out]
