@@ -46,7 +46,8 @@ def _tensors(arg) -> List[Tuple[str, int, int]]:
 
 
 def rebuild(folder: Path):
-    """The tf_keras model from folder/GRAPH_FILE and WEIGHTS_FILE; raises NotRebuildable."""
+    """(the tf_keras model from folder/GRAPH_FILE and WEIGHTS_FILE, the nested models the child flattened into it);
+    raises NotRebuildable."""
     import tf_keras as keras
     graph_path = Path(folder) / GRAPH_FILE
     if not graph_path.is_file():
@@ -83,8 +84,8 @@ def rebuild(folder: Path):
         refs = [refs] if refs and isinstance(refs[0], str) else refs
         return [outputs[r[0], r[1]][r[2]] for r in refs]
     ins, outs = pick(config["input_layers"]), pick(config["output_layers"])
-    return keras.Model(ins[0] if len(ins) == 1 else ins, outs[0] if len(outs) == 1 else outs,
-                       name=config.get("name", "model"))
+    return (keras.Model(ins[0] if len(ins) == 1 else ins, outs[0] if len(outs) == 1 else outs,
+                        name=config.get("name", "model")), config.get("edgekit_flattened") or [])
 
 
 # Runs in the Keras 3 child after the export: the graph and every layer's weights, for rebuild(). A model with
@@ -153,7 +154,7 @@ def check_same(rebuilt, wrapped, height: int, width: int) -> float:
 def rebuilt_or_none(folder: Path, wrapped) -> Tuple[Optional[Any], str]:
     """(tf_keras model, how it was checked) or (None, why not)."""
     try:
-        model = rebuild(folder)
+        model, flattened = rebuild(folder)
     except NotRebuildable as exc:
         return None, str(exc)
     except Exception as exc:  # tf_keras refusing a config: fall back, saying so
@@ -164,6 +165,5 @@ def rebuilt_or_none(folder: Path, wrapped) -> Tuple[Optional[Any], str]:
     diff = check_same(model, wrapped, int(shape[1]), int(shape[2]))
     if not diff <= 1e-4:
         return None, f"the rebuilt layers differ from the SavedModel by {diff:.2g}"
-    flattened = json.loads((Path(folder) / GRAPH_FILE).read_text()).get("edgekit_flattened") or []
     inner = f"the nested model(s) {', '.join(repr(n) for n in flattened)} flattened into its layers; " if flattened else ""
     return model, f"{inner}max |Δ| {diff:.1e} against its SavedModel"
