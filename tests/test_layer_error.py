@@ -129,29 +129,33 @@ def test_explain_takes_a_diagnosed_format(tmp_path):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("restore", [True, False], ids=["own biases", "corrected biases"])
-def test_layers_kept_in_float_get_their_own_biases_back(restore, tiny_run, tmp_path, monkeypatch):
+def test_layers_kept_in_float_get_their_own_biases_back(tiny_run, tmp_path, monkeypatch):
     """Every layer of the tiny ResNet-8 kept in float: with its own (uncorrected) biases the mixed artifact answers
-    as the float model does; with the biases bias correction shifted for int8 weights, it does not."""
+    as the float model does; with the biases bias correction shifted for int8 weights, it answers measurably
+    further off. Both from the same trained model, so the comparison holds whatever the training's thread
+    scheduling made of it (a fixed floor for the corrected case failed once in CI at 6.3e-4)."""
     import shutil
     from edgekit.convert import export_int8
-    run = shutil.copytree(tiny_run, tmp_path / "run")
 
     def all_in_float(ranked, quantize, agreement, target, max_kept=None, on_step=None):
         kept = list(ranked)
         blob = quantize([e.name for e in kept])
         return mixed.Mixed(blob, kept, agreement(blob), target)
     monkeypatch.setattr(mixed, "search", all_in_float)
-    if not restore:
-        monkeypatch.setattr(export_int8, "restore_float_biases", lambda blob, fmt, ctx: blob)
-    result = runner.invoke(app, ["convert", str(run), "--formats", "tflite-int8-mixed", "--min-agreement", "0.5"])
-    assert "Traceback" not in result.output, result.output
-    entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"][0]
-    assert any(n.startswith("bias correction on") for n in entry["notes"])
-    if restore:
-        assert entry["parity"]["max_abs_diff"] < 1e-4, entry["parity"]
-    else:
-        assert entry["parity"]["max_abs_diff"] > 1e-3, entry["parity"]
+
+    def parity(name):
+        run = shutil.copytree(tiny_run, tmp_path / name)
+        result = runner.invoke(app, ["convert", str(run), "--formats", "tflite-int8-mixed", "--min-agreement", "0.5"])
+        assert "Traceback" not in result.output, result.output
+        entry = json.loads((run / "export" / "manifest.json").read_text())["artifacts"][0]
+        assert any(n.startswith("bias correction on") for n in entry["notes"])
+        return entry["parity"]
+
+    own = parity("own")
+    monkeypatch.setattr(export_int8, "restore_float_biases", lambda blob, fmt, ctx: blob)
+    corrected = parity("corrected")
+    assert own["max_abs_diff"] < 1e-4, own
+    assert corrected["max_abs_diff"] > 20 * max(own["max_abs_diff"], 1e-6), (own, corrected)
 
 
 def test_benefit_orders_by_output_error_removed_per_multiply_add():
