@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Training images/s of a config (default configs/resnet8.yaml: 3 epochs on 1,000 images per class, no time
-# budget, its recipe otherwise) with TensorFlow's own default and with edgekit's choice (edgekit/hardware.py),
+# Training images/s of a config (default resnet8: 3 epochs on 1,000 images per class, no time
+# budget, its recipe otherwise) with TensorFlow's own default and with edgekit's choice (src/edgekit/hardware.py),
 # on this CPU and on this CPU standing in for an AVX2-only one (EDGE_CPU=avx2). One run each, side by side.
 # Usage: scripts/cpu_throughput.sh [CONFIG]   (needs .venv: make venv; $EDGE_CIFAR10 or network for cifar10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cfg=${1:-configs/resnet8.yaml}
+cfg=${1:-resnet8}
 py=.venv/bin/python
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 # what TensorFlow alone does on this CPU (and on an AVX2-only one: oneDNN off)

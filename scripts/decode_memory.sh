@@ -5,7 +5,7 @@
 # it, a Python wrapper reading getrusage(RUSAGE_CHILDREN)); the model is runtime/tests/data's 16x16 tflite-int8.
 # With BEFORE=REV (e.g. BEFORE=HEAD) the runtime of that git revision runs the same images too (git archive into
 # the temp dir; the working tree is not touched).
-# The runtime measured is the working tree's (PYTHONPATH=runtime), run by .venv-runtime's Python.
+# The runtime measured is the working tree's (PYTHONPATH=runtime/src), run by .venv-runtime's Python.
 # Usage: [BEFORE=REV] scripts/decode_memory.sh [EDGE_RUN_ARGS...]   (needs .venv-runtime: make .venv-runtime/.installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,10 @@ PY
 
 if [ -n "${BEFORE:-}" ]; then
   mkdir -p "$out/before"
-  git archive "$BEFORE" runtime/edgekit_runtime | tar -x -C "$out/before"
+  # runtime/src/edgekit_runtime since the src layout; runtime/edgekit_runtime before it
+  git archive "$BEFORE" runtime/src/edgekit_runtime 2>/dev/null | tar -x -C "$out/before" 2>/dev/null ||
+    git archive "$BEFORE" runtime/edgekit_runtime | tar -x -C "$out/before"
+  before_path="$out/before/runtime"; [ -d "$before_path/src" ] && before_path="$before_path/src"
 fi
 
 measure() {  # label, PYTHONPATH holding the runtime to measure, edge-run args...
@@ -78,9 +81,9 @@ sys.exit(code)' "$@")
 }
 
 for image in bomb_13000x13000_1bit.png bomb_13000x13000_rgb.png photo_6000x4000.jpg photo_6000x4000_progressive.jpg; do
-  measure "$image" runtime predict "$model" "$out/$image" "$@"
+  measure "$image" runtime/src predict "$model" "$out/$image" "$@"
   if [ -n "${BEFORE:-}" ]; then
-    measure "  $image (runtime of $BEFORE)" "$out/before/runtime" predict "$model" "$out/$image"
+    measure "  $image (runtime of $BEFORE)" "$before_path" predict "$model" "$out/$image"
   fi
 done
 measure "bomb_13000x13000_1bit.png --max-memory 120" runtime \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CIFAR-10 configs/resnet8.yaml for a fixed number of epochs (no time budget, the same seed) twice, side by side
+# CIFAR-10 resnet8 recipe for a fixed number of epochs (no time budget, the same seed) twice, side by side
 # (issue 30): reading every batch from the memory-mapped decoded cache, as `edge train` does, and from the
 # whole splits copied into arrays in memory first (tests/fixtures/record_reads.py "memory", the path before the
 # cache was mapped). Prints each run's training rate, test top-1 and peak RSS, and the ratios. The cache is
@@ -17,7 +17,7 @@ echo "cores: $(nproc); data: $data; epochs: ${EPOCHS:=4}; $(git rev-parse --shor
 "$py" -c "from edgekit.train.data import load_dataset; load_dataset('$data', (32, 32))"
 
 for mode in ${ORDER:-mapped memory}; do
-  /usr/bin/time -v "$py" tests/fixtures/record_reads.py /dev/null "$mode" train -c configs/resnet8.yaml --data "$data" \
+  /usr/bin/time -v "$py" tests/fixtures/record_reads.py /dev/null "$mode" train -c resnet8 --data "$data" \
     --out "$out/$mode" --time-budget 0 --epochs "$EPOCHS" >"$out/$mode.log" 2>&1 \
     || { echo "$mode failed:"; tail -20 "$out/$mode.log"; exit 1; }
   "$py" - "$out/$mode" "$mode" "$(grep 'Maximum resident' "$out/$mode.log" | awk '{print $NF}')" <<'PY'

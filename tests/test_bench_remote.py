@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from edgekit.benchmarks.remote.session import RemoteError, device_requirements, run_remote
+from edgekit.resources import constraints_file
 from edgekit.benchmarks.remote.ssh import SshClient, Target, parse_target, remote_command
 from sshd_server import _free_port, _keygen
 
@@ -227,13 +228,13 @@ exec {sys.executable} "$@"
 
 
 def test_device_requirements_pin_where_the_ranges_allow():
-    reqs = {n: (p, f) for n, p, f in device_requirements(["litert"], "3.11.2", "aarch64", ROOT / "constraints.txt")}
-    pins = dict(ln.split("==") for ln in (ROOT / "constraints.txt").read_text().split() if "==" in ln)
+    reqs = {n: (p, f) for n, p, f in device_requirements(["litert"], "3.11.2", "aarch64", constraints_file())}
+    pins = dict(ln.split("==") for ln in (constraints_file()).read_text().split() if "==" in ln)
     assert reqs["numpy"] == (f"numpy=={pins['numpy']}", "numpy>=1.23")
     assert reqs["ai-edge-litert"][0] == f"ai-edge-litert=={pins['ai-edge-litert']}"
     assert set(reqs) == {"numpy", "pillow", "ai-edge-litert"}
     # tflite-runtime needs numpy<2: the numpy 2 pin does not fit, so the range goes instead
-    tfl = {n: p for n, p, _ in device_requirements(["tflite"], "3.9.2", "armv7l", ROOT / "constraints.txt")}
+    tfl = {n: p for n, p, _ in device_requirements(["tflite"], "3.9.2", "armv7l", constraints_file())}
     assert tfl["numpy"] in ("numpy<2,>=1.23", "numpy>=1.23,<2") and tfl["tflite-runtime"] == "tflite-runtime>=2.11"
     with pytest.raises(RemoteError, match="unknown runtime extra"):
         device_requirements(["cuda"], "3.11", "x86_64", None)

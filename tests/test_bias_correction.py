@@ -8,7 +8,8 @@ import tf_keras as keras
 from edgekit.convert import FORMATS
 from edgekit.convert.bias_correction import corrected_weights, fake_quant, measure
 from edgekit.convert.calibration import Images
-from edgekit.convert.export import ExportContext, export_format
+from edgekit.convert.context import ExportContext
+from edgekit.convert.export import export_format
 from edgekit_runtime import Classifier, PreprocessSpec
 
 pytestmark = pytest.mark.tf  # trains, converts or loads models with TensorFlow

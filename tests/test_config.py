@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.errors import EdgeError
+from edgekit.resources import config_file, shipped_configs, summary
 from edgekit.train.config import TrainConfig, build_config, parse_set
 
 
@@ -45,10 +46,23 @@ def test_set_values_parse_as_yaml_scalars():
 
 
 def test_shipped_configs_are_valid():
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-    assert len(configs) >= 3
-    for path in configs:
+    configs = shipped_configs()
+    assert {"demo", "resnet8", "mobilenet_v2_finetune"} <= set(configs)
+    for path in configs.values():
         build_config(path, {})
+        assert summary(path).endswith(".") and len(summary(path)) < 140, (path, summary(path))
+
+
+def test_configs_are_named_by_preset_and_a_path_still_works(tmp_path: Path, monkeypatch):
+    shipped = shipped_configs()
+    assert config_file("resnet8") == shipped["resnet8"]
+    monkeypatch.chdir(tmp_path)
+    assert config_file("configs/demo.yaml") == shipped["demo"]   # as commands written before the move say
+    own = tmp_path / "mine.yaml"
+    own.write_text("preset: resnet8\n")
+    assert config_file(str(own)) == own and config_file("mine.yaml") == Path("mine.yaml")
+    with pytest.raises(EdgeError, match="no config named 'resnet9'.*Did you mean 'resnet8'"):
+        config_file("resnet9")
 
 
 def test_bad_yaml_file(tmp_path: Path):

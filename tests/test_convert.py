@@ -18,7 +18,8 @@ from edgekit.convert import FORMATS, ConvertConfig, Tolerance, convert
 from edgekit.convert import export_onnx
 from edgekit.convert.calibration import calibration_images, load_images, validation_images
 from edgekit.helpers import balanced_indices
-from edgekit.convert.export import ExportContext, export_format
+from edgekit.convert.context import ExportContext
+from edgekit.convert.export import export_format
 from edgekit.convert.source import open_run
 from edgekit.convert.validate import ValidationError, reference, validate
 from edgekit.errors import EdgeError

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgekit.deploy.pi import check as pc
+from edgekit.deploy.pi import userland as ul
 from edgekit.deploy.pi import report as pi_report
 from edgekit.deploy.pi import rootfs as rf
 
@@ -251,16 +252,16 @@ def test_run_group_stops_the_whole_group_on_timeout(tmp_path):
 
 
 def test_tail_names_the_signal():
-    assert pc.tail(subprocess.CompletedProcess([], -11, "", "")) == "killed by SIGSEGV"
-    assert pc.tail(subprocess.CompletedProcess([], 1, "", "a\nb\nqemu: uncaught target signal\n")) == "a | b"
+    assert ul.tail(subprocess.CompletedProcess([], -11, "", "")) == "killed by SIGSEGV"
+    assert ul.tail(subprocess.CompletedProcess([], 1, "", "a\nb\nqemu: uncaught target signal\n")) == "a | b"
 
 
 def test_shown_shortens_image_lists():
     cmd = ["edge-run", "predict", "exp"] + [f"{i}.jpg" for i in range(200)] + ["--json"]
-    s = pc.shown(cmd)
+    s = ul.shown(cmd)
     assert "0.jpg 1.jpg … (200 images) --json" in s and "5.jpg" not in s
     dl = rf.download_cmd(["pip"], "w", ["numpy"], None, rf.platform_args(rf.manylinux_platforms()))
-    assert pc.shown(dl) == "pip download $PLATFORMS --python-version 3.11 --only-binary=:all: --dest w numpy"
+    assert ul.shown(dl) == "pip download $PLATFORMS --python-version 3.11 --only-binary=:all: --dest w numpy"
 
 
 # --------------------------------------------------------------------- mounts, rootfs

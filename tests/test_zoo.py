@@ -129,7 +129,8 @@ def test_a_builtin_op_in_a_form_tflite_does_not_take_is_not_sent_to_select_tf_op
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgekit.convert.export import ExportContext, export_format
+    from edgekit.convert.context import ExportContext
+    from edgekit.convert.export import export_format
     from edgekit_runtime import PreprocessSpec
     kernel = tf.constant(np.ones((3, 3, 3, 1), np.float32))
     inp = keras.Input((8, 8, 3))

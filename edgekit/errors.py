@@ -1,8 +1,0 @@
-"""The user-facing error type: the CLI prints its message as one line and exits non-zero."""
-from edgekit.exits import BAD_INPUT
-
-
-class EdgeError(Exception):
-    """Bad input or an impossible request; the message is one sentence the user can act on."""
-
-    exit_code = BAD_INPUT

@@ -1,0 +1,243 @@
+"""Full-integer TFLite through the quantization debugger: one calibration gives the artifact, the per-layer error
+of every op (layer_error.py) and, for tflite-int8-mixed, the candidates of the selective-precision search
+(mixed.py).
+
+The artifact is what TFLiteConverter.convert() makes for full-integer models (calibrate, then the MLIR
+quantizer with the asked input/output type); the debugger only keeps the calibrated model in hand, so that
+quantizing it again with some ops denylisted (left in float, between DEQUANTIZE and QUANTIZE ops the builtin
+kernels run) costs seconds, not a new calibration.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from itertools import islice
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgekit.convert.context import ExportContext, ExportError
+from edgekit.convert.formats import Format
+from edgekit.progress import console
+from edgekit_runtime.native import first_line, quiet_native_stderr
+
+LAYERS_RECORDED = 20   # the worst layers written to the manifest (the ranking's head is what anyone acts on)
+
+
+def calibrated(fmt: Format, ctx: ExportContext, conv):
+    """The shared debugger (calibrated once per convert run for every int8 format), or an ExportError."""
+    from edgekit.convert import layer_error
+    images = ctx.require_calibration(fmt)
+
+    def build():
+        try:
+            return layer_error.debugger(conv, lambda: islice(images.representative(), layer_error.DEBUG_IMAGES))
+        except Exception as exc:  # the debugger builds its own debug model: some graphs it cannot instrument
+            return ExportError(f"the quantization debugger cannot instrument this model ({type(exc).__name__}: "
+                               f"{first_line(exc, 160)})")
+    made = ctx.shared(_key("tflite_int8_debugger", fmt), build)
+    if isinstance(made, ExportError):
+        raise made
+    return made
+
+
+def _uncorrected(fmt: Format) -> Format:
+    import dataclasses
+    return dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False})
+
+
+def uncorrected(fmt: Format, ctx: ExportContext, make_converter, log: List[str]) -> None:
+    """The calibrated model without bias correction, shared (only its float biases are used)."""
+    with quiet_native_stderr() as lines:
+        try:
+            calibrated(_uncorrected(fmt), ctx, make_converter())
+        finally:
+            log.extend(lines)
+
+
+def _float_constants(ctx: ExportContext, fmt: Format) -> Dict[bytes, Any]:
+    """Name → data of every float32 constant of the uncorrected calibrated model (read once per convert run)."""
+    source = ctx.cache.get(_key("tflite_int8_debugger", _uncorrected(fmt)))
+    if source is None or isinstance(source, ExportError):
+        return {}
+
+    def read():
+        from tensorflow.lite.tools import flatbuffer_utils
+        own = flatbuffer_utils.read_model_from_bytearray(bytearray(source.calibrated_model))
+        constants = {}
+        for t in own.subgraphs[0].tensors:
+            data = own.buffers[t.buffer].data if t.buffer < len(own.buffers) else None
+            if t.type == 0 and data is not None and len(data):   # TensorType.FLOAT32
+                constants[t.name] = data
+        return constants
+    return ctx.shared("tflite_int8_uncorrected_constants", read)
+
+
+def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
+    """The mixed model with every float32 constant that the uncorrected calibration has under the same name and
+    size taken from it. Bias correction shifts a layer's bias to cancel its int8 weights' rounding; a layer kept
+    in float has float weights, and the shift becomes an error of its own (ResNet-8 with every layer in float:
+    99.75 % top-1 agreement with the shift, 100 % without). int8 layers keep int32 biases, untouched here."""
+    if not fmt.options.get("bias_correction"):
+        return blob
+    constants = _float_constants(ctx, fmt)
+    if not constants:
+        return blob
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(blob))
+    for t in model.subgraphs[0].tensors:
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        if t.type == 0 and buf is not None and buf.data is not None and len(buf.data) and t.name in constants \
+                and len(constants[t.name]) == len(buf.data):
+            buf.data = constants[t.name]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def layer_errors(fmt: Format, ctx: ExportContext, dbg) -> tuple:
+    """(the per-layer errors, worst first; the percentile ranges of the float activations seen on the way)."""
+    from edgekit.convert import layer_error
+    from edgekit.convert.ranges import Tails
+
+    def run():
+        tails = Tails(layer_error.DEBUG_IMAGES)
+        return layer_error.measure(dbg, tails), tails.ranges()
+    return ctx.shared(_key("tflite_int8_layer_errors", fmt), run)
+
+
+def _key(what: str, fmt: Format) -> str:
+    """What the calibrated model depends on beyond the source: the biases it was traced with."""
+    return f"{what}:bias_correction={bool(fmt.options.get('bias_correction'))}"
+
+
+def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], graph=None, calibrated_model: Optional[bytes] = None):
+    """names → the full-integer model with those layers kept in float (none: the plain int8 artifact); `graph`
+    (layer_error.Graph of the calibrated model) for the mixed format.
+
+    A layer is kept in float together with the ops that read its output: quantizing an op's output for the next
+    int8 op is where a stretched range crushes it, so the op alone in float would change nothing there. Every
+    op the model ends up running in float is recorded in float_ops[layer]. The mixed format also keeps its head
+    (layer_error.Graph.head: the logits and the softmax) in float, with a float32 output: a few hundred
+    multiply-adds that turn exact uint8 ties back into answers."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tfl_convert
+    io = {"uint8": tf.uint8, "int8": tf.int8}.get(fmt.options.get("io"), tf.float32)
+    mixed = bool(fmt.options.get("mixed"))
+    head = graph.head() if mixed else []
+    if head:
+        float_ops["(head)"] = head
+
+    def quantize(layers: List[str]) -> bytes:
+        denylist: List[str] = list(head)
+        for layer in layers:
+            float_ops[layer] = [layer] + [r for r in (graph.readers if graph else {}).get(layer, []) if r != layer]
+            denylist.extend(n for n in float_ops[layer] if n not in denylist)
+        return tfl_convert.mlir_quantize(calibrated_model or dbg.calibrated_model, input_data_type=io,
+                                         output_data_type=tf.float32 if mixed else io,
+                                         denylisted_nodes=denylist or None)
+    return quantize
+
+
+def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], details: Dict[str, Any],
+                 log: List[str]) -> bytes:
+    """The int8 (or int8-mixed) model as bytes, with details["layer_errors"] (and details["mixed"]). What native
+    code prints goes to `log` (for the converter's error), never to the console between the search's lines."""
+    def quiet(fn, *args):
+        with quiet_native_stderr() as lines:
+            try:
+                return fn(*args)
+            finally:
+                log.extend(lines)
+    try:
+        dbg = quiet(calibrated, fmt, ctx, conv)
+    except ExportError as exc:
+        if fmt.options.get("mixed"):
+            raise
+        notes.append(f"per-layer diagnosis skipped ({exc})")
+        conv._experimental_calibrate_only = False  # the debugger set it; the plain converter path as before
+        return quiet(conv.convert)
+    try:
+        errors, ranges = quiet(layer_errors, fmt, ctx, dbg)
+    except Exception as exc:  # the diagnosis is extra: the plain artifact does not depend on it
+        if fmt.options.get("mixed"):
+            raise ExportError(f"per-layer errors could not be measured ({type(exc).__name__}: {first_line(exc, 160)}); "
+                              "the mixed search needs them") from None
+        notes.append(f"per-layer diagnosis skipped ({type(exc).__name__}: {first_line(exc, 100)})")
+        errors, ranges = [], {}
+    details["layer_errors"] = [e.to_dict() for e in errors[:LAYERS_RECORDED]]
+    float_ops: Dict[str, List[str]] = {}
+    if not fmt.options.get("mixed"):
+        return quiet(quantizer(fmt, dbg, float_ops), [])
+    from edgekit.convert.layer_error import Graph
+    from edgekit.convert.ranges import PERCENTILE, with_ranges
+    graph = quiet(Graph, dbg.calibrated_model)
+    narrowed, changed = quiet(with_ranges, dbg.calibrated_model, ranges)
+    candidates = {"min/max": quantizer(fmt, dbg, float_ops, graph)}
+    if changed:
+        candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, graph, narrowed)
+
+    def mixed_of(make):
+        return lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx)
+    head = set(float_ops.get("(head)", []))
+    result = _search(fmt, ctx, [e for e in errors if e.name not in head],
+                     {name: mixed_of(make) for name, make in candidates.items()}, graph, quiet)
+    details["mixed"] = {**result.to_dict(), "head_in_float": float_ops.get("(head)", []),
+                        "float_ops": sorted({n for e in result.kept_out for n in float_ops.get(e.name, [e.name])}
+                                            | set(float_ops.get("(head)", [])))}
+    notes.append(result.describe())
+    return result.blob
+
+
+def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):
+    """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
+    agrees more with no layer in float (less output error on a tie) is searched from."""
+    from edgekit.convert import mixed
+    from edgekit.convert.tflite_metadata import with_metadata
+    from edgekit.convert.validate import reference, run_artifact
+    images = ctx.search_images if ctx.search_images is not None else ctx.require_calibration(fmt)
+    keras_probs = ctx.shared(f"reference:{images.split}", lambda: quiet(reference, ctx.model, images)).probs
+    target = float(fmt.tolerance.min_agreement)
+    where = f"{len(images):,} {'calibration' if images.split == 'train' else images.split} images"
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
+        seen: Dict[bytes, np.ndarray] = {}
+
+        def probs_of(blob: bytes) -> np.ndarray:
+            # the same artifact comes back more than once (no layer in float: to choose the ranges, as the base of
+            # the benefits and as the search's first step; each layer tried alone, then as a step): run it once
+            digest = hashlib.sha256(blob).digest()
+            if digest not in seen:
+                path = Path(tmp) / fmt.file_name
+                path.write_bytes(with_metadata(blob, ctx, []))
+                seen[digest] = quiet(run_artifact, path, images)[0]
+            return seen[digest]
+
+        def agreement(blob: bytes) -> float:
+            return float(np.mean(probs_of(blob).argmax(1) == keras_probs.argmax(1)))
+
+        scores = {}
+        for name, make in quantizers.items():
+            p = probs_of(make([]))
+            scores[name] = (float(np.mean(p.argmax(1) == keras_probs.argmax(1))),
+                            -float(np.mean((p - keras_probs) ** 2)))
+        chosen = max(scores, key=lambda n: scores[n])
+        quantize = quantizers[chosen]
+        console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, (a, _) in scores.items())
+                      + f" on {where} with no layer in float: {chosen}", highlight=False)
+
+        def output_error(layers: List[str]) -> float:
+            return float(np.mean((probs_of(quantize(layers)) - keras_probs) ** 2))
+
+        console.print(f"    measuring what each of the {min(len(errors), mixed.FIRST_TRIED)} worst layers gives back "
+                      f"in float, on {where} …", highlight=False)
+        ordered = mixed.by_benefit(errors, output_error, lambda n: sum(graph.macs.get(o, 0) for o in
+                                                                      [n] + graph.readers.get(n, [])))
+
+        def said(step) -> None:
+            console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
+                          f"on {where}", highlight=False)
+        result = mixed.search([b.layer for b in ordered], quantize, agreement, target, on_step=said)
+        result.where = where
+        result.benefits = ordered
+        result.ranges = {"chosen": chosen, "agreement_without_float_layers": {n: a for n, (a, _) in scores.items()}}
+        return result
