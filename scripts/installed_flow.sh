@@ -14,6 +14,8 @@ py=$repo/${VENV:-.venv}/bin/python
 constraints=$repo/src/edgekit/constraints.txt
 work=$(mktemp -d "${TMPDIR:-/tmp}/edgekit-installed.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+export EDGE_CACHE_DIR=$work/cache   # nothing left in the user's cache
+unset PYTHONPATH
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "sdists, then wheels built from them"
@@ -58,21 +60,28 @@ for split, n in (("train", 24), ("test", 10)):
             pixels = np.clip(np.array(colour, np.float32) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=92)
 PY
-"$bin/edge" train -c demo --data "$work/data" --limit-per-class 20 --epochs 1 --time-budget 0 --out runs/demo
+# each command's result alone on stdout (progress and tables on stderr), so each step takes the last one's
+run=$("$bin/edge" train -c demo --data "$work/data" --limit-per-class 20 --epochs 1 --time-budget 0 --out runs/demo)
+[ "$run" = runs/demo ] || { echo "edge train printed '$run' on stdout, not its run directory"; exit 1; }
 
-ok_or_3() { "$@" || { rc=$?; [ $rc -eq 3 ] || { echo "exit $rc: $*"; exit $rc; }; }; }
+# convert and bench exit 3 when an artifact is outside its tolerance: a result, not a failure of the flow
+ok_or_3() { local rc=0; "$@" || rc=$?; [ $rc -eq 0 ] || [ $rc -eq 3 ] || { echo "exit $rc: $*" >&2; exit $rc; }; }
 step "edge convert"
-ok_or_3 "$bin/edge" convert runs/demo --formats tflite-fp32,tflite-int8,onnx-fp32 --calib-samples 30 --val-samples 30
+ok_or_3 "$bin/edge" convert "$run" --formats tflite-fp32,tflite-int8,onnx-fp32 --calib-samples 30 --val-samples 30 >"$work/out"
+[ "$(cat "$work/out")" = "$run/export" ] || { echo "edge convert printed '$(cat "$work/out")' on stdout"; exit 1; }
 step "edge bench"
-ok_or_3 "$bin/edge" bench runs/demo --samples 30 --runs 3 --warmup 1
+ok_or_3 "$bin/edge" bench "$run" --samples 30 --runs 3 --warmup 1 >"$work/out"
+[ -f "$(cat "$work/out")" ] || { echo "edge bench printed '$(cat "$work/out")' on stdout, not its report"; exit 1; }
 step "edge select (the pick on stdout)"
-pick=$("$bin/edge" select runs/demo)
+pick=$("$bin/edge" select "$run")
 echo "picked: $pick"
 [ -n "$pick" ]
 step "edge pack --wheels (offline), then the bundle installed"
-PIP_NO_INDEX=1 "$bin/edge" pack runs/demo --target "$(uname -m)" --python "$("$bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
-  --wheels "$repo/${VENV:-.venv}/wheelhouse" --out "$work/bundle.tar.gz"
-mkdir "$work/unpacked" && tar -xzf "$work/bundle.tar.gz" -C "$work/unpacked"
+python_version=$("$bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+bundle_file=$(PIP_NO_INDEX=1 "$bin/edge" pack "$run" --format "$pick" --target "$(uname -m)" --python "$python_version" \
+  --wheels "$repo/${VENV:-.venv}/wheelhouse" --out "$work/bundle.tar.gz")
+[ "$bundle_file" = "$work/bundle.tar.gz" ] || { echo "edge pack printed '$bundle_file' on stdout"; exit 1; }
+mkdir "$work/unpacked" && tar -xzf "$bundle_file" -C "$work/unpacked"
 bundle=$(ls -d "$work"/unpacked/*)
 ls "$bundle/wheels" | grep -q '^edgekit_runtime-.*-py3-none-any.whl$'
 PYTHON="$bin/python" PIP_NO_INDEX=1 "$bundle/install.sh"

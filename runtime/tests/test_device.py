@@ -63,3 +63,29 @@ def test_the_installed_console_script_runs_without_tensorflow(tmp_path):
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'edgekit')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_a_batch_answers_as_its_images_one_by_one(name):
+    clf = Classifier.load(DATA / name)
+    x, _ = images(7, seed=4)
+    one_by_one = np.concatenate([clf.predict(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(clf.predict(x, batch_size=3), one_by_one, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_top_k_names_the_classes_in_order_of_probability(name):
+    clf = Classifier.load(DATA / name)
+    x, y = images(6, seed=5)
+    probs = clf.predict(x)
+    for row, ranked, truth in zip(probs, clf.top_k(x, k=3), y):
+        assert [label for label, _ in ranked] == [CLASSES[i] for i in np.argsort(-row, kind="stable")]
+        assert [p for _, p in ranked] == pytest.approx(sorted(row, reverse=True))
+        assert ranked[0][0] == CLASSES[truth]   # the committed models are trained on these colours
+
+
+def test_bad_input_exits_with_the_enum_code_and_one_line(tmp_path, capsys):
+    from edgekit_runtime.exits import Exit
+    assert main(["predict", str(DATA / "model_tflite-int8.tflite"), str(tmp_path / "missing.jpg")]) == Exit.BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.jpg" in err[0] and "Traceback" not in err[0]

@@ -104,6 +104,7 @@ def train(
         console.print("this worker is done; the chief wrote the run directory.")
         return
     _print_summary(path)
+    typer.echo(path)   # the result on stdout, the story above on stderr: RUN=$(edge train ...)
 
 
 @app.command()
@@ -118,7 +119,7 @@ def evaluate(
         report = run_evaluate(run_dir, data, tta=tta)
     except EdgeError as exc:
         _fail(exc)
-    console.print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
+    _stdout().print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
 
 
 class _PerChannelNumbers(TyperCommand):
@@ -214,6 +215,7 @@ def convert(
     colour = "green" if report.all_passed else "red"
     console.print(f"[bold {colour}]{passed}/{len(report.entries)} validated[/] · manifest: {_esc(report.out_dir / 'manifest.json')}",
                   highlight=False, soft_wrap=True)
+    typer.echo(report.out_dir)   # the export directory on stdout
     raise typer.Exit(report.exit_code)
 
 
@@ -278,6 +280,7 @@ def bench(
                       highlight=False, soft_wrap=True)
     console.print(f"reports: {result.out_dir / 'report.md'} · {result.out_dir / 'report.html'} · "
                   f"{result.out_dir / 'report.json'}", highlight=False, soft_wrap=True, markup=False)
+    typer.echo(result.out_dir / "report.json")   # the report on stdout
     raise typer.Exit(result.exit_code)
 
 
@@ -352,6 +355,7 @@ def pack(
         line = done.trust_line or f'{done.signer} namespaces="edgekit-bundle" <its public key>'
         console.print(f"signed by {done.signer}; ALLOWED_SIGNERS on the device holds the line: {line}",
                       highlight=False, soft_wrap=True, markup=False)
+    typer.echo(done.path)   # the bundle on stdout
     if check:
         from edgekit.deploy.pi.check import main as check_main
         raise typer.Exit(check_main(["--bundle", str(done.path)]))
@@ -400,7 +404,7 @@ def presets():
     for p in PRESETS.values():
         table.add_row(p.name, str(p.default_size), p.default_weights, p.channel_order,
                       f"{p.normalization[0][0]:.4g} / {p.normalization[1][0]:.4g}", p.summary)
-    console.print(table)
+    _stdout().print(table)
 
 
 @app.command()
@@ -434,7 +438,7 @@ def summary(
     table = Table(*COLUMNS)
     for row in rows:
         table.add_row(*(row[c] for c in COLUMNS))
-    console.print(table)
+    _stdout().print(table)
 
 
 def _print_summary(path: Path) -> None:
