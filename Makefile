@@ -91,23 +91,24 @@ evaluate: venv
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/<dir>"; exit 2; }
 	$(BIN)/edge evaluate $(RUN)
 
-# RUN defaults to the newest finished run (the newest runs/*/model.keras).
+# RUN defaults to the newest finished run under runs/ (edgekit/layout.py: the one place a run's file names live).
+LATEST := $(BIN)/python -m edgekit.layout latest
 convert: venv
-	@run="$(RUN)"; [ -n "$$run" ] || run=$$(ls -t runs/*/model.keras 2>/dev/null | head -n 1 | xargs -r dirname); \
+	@run="$(RUN)"; [ -n "$$run" ] || run=$$($(LATEST) trained); \
 	test -n "$$run" || { echo "no finished run under runs/ (train one with make demo), or pass RUN=runs/<dir>"; exit 2; }; \
 	echo "$(BIN)/edge convert $$run $(if $(FORMATS),--formats $(FORMATS))"; \
 	$(BIN)/edge convert "$$run" $(if $(FORMATS),--formats $(FORMATS))
 
 # RUN as for convert; the run must have been converted (make convert) first.
 bench: venv
-	@run="$(RUN)"; [ -n "$$run" ] || run=$$(ls -t runs/*/export/manifest.json 2>/dev/null | head -n 1 | xargs -r dirname | xargs -r dirname); \
+	@run="$(RUN)"; [ -n "$$run" ] || run=$$($(LATEST) converted); \
 	test -n "$$run" || { echo "no converted run under runs/ (make convert first), or pass RUN=runs/<dir>"; exit 2; }; \
 	echo "$(BIN)/edge bench $$run $(BENCH_ARGS)"; \
 	$(BIN)/edge bench "$$run" $(BENCH_ARGS)
 
 # RUN defaults to the newest benchmarked run; the artifact is the one `edge select` recommends from its report.
 pack: venv
-	@run="$(RUN)"; [ -n "$$run" ] || run=$$(ls -t runs/*/bench/report.json 2>/dev/null | head -n 1 | xargs -r dirname | xargs -r dirname); \
+	@run="$(RUN)"; [ -n "$$run" ] || run=$$($(LATEST) benchmarked); \
 	test -n "$$run" || { echo "no benchmarked run under runs/ (make bench first), or pass RUN=runs/<dir>"; exit 2; }; \
 	echo "$(BIN)/edge pack $$run --format best $(PACK_ARGS)"; \
 	$(BIN)/edge pack "$$run" --format best $(PACK_ARGS)
@@ -118,7 +119,7 @@ EXPORT ?=
 PI_IMAGES ?= 200
 PI_OUT ?=
 pi-check: venv
-	@dir="$(EXPORT)"; [ -n "$$dir" ] || dir=$$(ls -td runs/*/export 2>/dev/null | head -n 1); \
+	@dir="$(EXPORT)"; [ -n "$$dir" ] || { run=$$($(LATEST) converted); dir=$${run:+$$run/export}; }; \
 	test -n "$$dir" || { echo "no export under runs/ (make convert first), or pass EXPORT=<dir>"; exit 2; }; \
 	out="$(PI_OUT)"; [ -n "$$out" ] || out="$$(dirname "$$dir")/pi-check"; \
 	echo "$(BIN)/edge pi-check --export $$dir --images $(PI_IMAGES) --out $$out"; \

@@ -339,7 +339,10 @@ def test_bad_export_is_one_line_exit_2(tmp_path, capsys):
 def test_unknown_format_or_engine_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         pc.main(["--export", str(tmp_path), "--out", str(tmp_path / "o"), "--formats", "onnx-int8"])
-    assert exc.value.code == 2 and "unknown engine or format onnx-int8" in capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown format 'onnx-int8'. Did you mean 'onnx-fp32'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        pc.main(["--export", str(tmp_path), "--out", str(tmp_path / "o"), "--engines", "litert,tensorrt"])
+    assert exc.value.code == 2 and "unknown engine tensorrt" in capsys.readouterr().err
     code = pc.main(["--export", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--engines", "onnx",
                     "--formats", "tflite-int8"])
     assert code == 2 and "no engine among onnx runs tflite-int8" in capsys.readouterr().err

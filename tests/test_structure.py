@@ -98,3 +98,19 @@ def test_the_readme_lists_every_exit_code_and_no_other():
     section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     listed = {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
     assert listed == {int(e) for e in Exit}
+
+
+def test_one_parser_reads_format_names_for_every_command():
+    from edgekit.convert.formats import DEFAULT_FORMATS, FORMATS, parse_names
+    from edgekit.errors import EdgeError
+    assert parse_names(None, FORMATS, DEFAULT_FORMATS) == list(DEFAULT_FORMATS)
+    assert parse_names(" ONNX-fp32 ,tflite-int8,onnx-fp32,", FORMATS, DEFAULT_FORMATS) == ["onnx-fp32", "tflite-int8"]
+    held = ["tflite-int8", "onnx-fp32"]   # e.g. what a manifest holds
+    assert parse_names("all", held, held) == held and parse_names("default", held, DEFAULT_FORMATS) == held
+    with pytest.raises(EdgeError, match="unknown format 'onnx-int9'. Did you mean 'onnx-int8'"):
+        parse_names("onnx-int9", FORMATS, DEFAULT_FORMATS)
+    with pytest.raises(EdgeError, match="no format given"):
+        parse_names(" , ", FORMATS, DEFAULT_FORMATS)
+    # the commands call it, none splits names itself
+    for module in ("convert/formats.py", "benchmarks/run.py", "deploy/pi/check.py"):
+        assert "parse_names(" in (ROOT / "src/edgekit" / module).read_text()

@@ -11,6 +11,7 @@ from typer.core import TyperCommand
 from edgekit import STARTED
 from edgekit_runtime.exits import Exit
 from edgekit.errors import EdgeError
+from edgekit.layout import REPORT_JSON, RunLayout
 from edgekit.progress import console
 from edgekit.train.config import TrainConfig
 from edgekit.train.presets import PRESETS
@@ -280,7 +281,7 @@ def bench(
                       highlight=False, soft_wrap=True)
     console.print(f"reports: {result.out_dir / 'report.md'} · {result.out_dir / 'report.html'} · "
                   f"{result.out_dir / 'report.json'}", highlight=False, soft_wrap=True, markup=False)
-    typer.echo(result.out_dir / "report.json")   # the report on stdout
+    typer.echo(result.out_dir / REPORT_JSON)   # the report on stdout
     raise typer.Exit(result.exit_code)
 
 
@@ -443,7 +444,7 @@ def summary(
 
 def _print_summary(path: Path) -> None:
     import json
-    m = json.loads((path / "metrics.json").read_text())
+    m = json.loads(RunLayout(path).metrics.read_text())
     console.print(f"\n[bold green]done[/]: {path}\n  test top-1 [bold]{m['test']['top1']:.2%}[/] on {m['test']['images']:,} images"
                   f" · training {m['train_seconds']:.0f} s · {m['total_seconds']:.0f} s in all")
 

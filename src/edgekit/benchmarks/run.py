@@ -25,11 +25,13 @@ from edgekit.benchmarks.report.writer import write_all
 from edgekit.benchmarks.config import BenchConfig
 from edgekit.benchmarks.plan import write_plan
 from edgekit.errors import EdgeError
-from edgekit.helpers import balanced_indices, did_you_mean
+from edgekit.helpers import balanced_indices
 from edgekit.progress import console, progress_bar
 from edgekit_runtime.image import is_enlargement
 
 from edgekit_runtime.exits import Exit
+from edgekit.layout import RunLayout
+from edgekit.convert.formats import parse_names
 
 
 @dataclass
@@ -49,20 +51,12 @@ class BenchResult:
 
 
 def pick_entries(manifest: dict, formats: Optional[str]) -> List[dict]:
+    """The manifest's entries named by --formats (the formats parser's rules; default and all: every one)."""
     entries = [e for e in manifest["artifacts"] if isinstance(e, dict) and e.get("format")]
     if not formats:
         return entries
     known = {e["format"]: e for e in entries}
-    picked = []
-    for raw in formats.split(","):
-        name = raw.strip()
-        if not name:
-            continue
-        if name not in known:
-            raise EdgeError(f"format {name!r} is not in the manifest.{did_you_mean(name, known)} "
-                            f"Available: {', '.join(known)}.")
-        picked.append(known[name])
-    return picked
+    return [known[n] for n in parse_names(formats, known, known, what="format in the manifest")]
 
 
 def _reference(source, dataset, idx: np.ndarray) -> np.ndarray:
@@ -123,12 +117,12 @@ def bench(cfg: BenchConfig) -> BenchResult:
                      validated=_validated_positions(manifest, dataset, idx), export=export,
                      resized=is_enlargement(dataset.test.x.shape[2], dataset.test.x.shape[1], source.spec.size),
                      labelled=dataset.labeled)
-    rows: List[dict] = [rp.keras_row(ctx, run_dir / "model.keras") if source.kind == "run" else
+    rows: List[dict] = [rp.keras_row(ctx, RunLayout(run_dir).model) if source.kind == "run" else
                         rp.keras_row(ctx, source.path, f"the source model ({source.saved_by or 'Keras'}; reference)",
                                      "onnxruntime" if source.kind == "onnx" else "tensorflow")]
     devices: List[dict] = []
     errors: List[str] = []
-    out_dir = Path(cfg.out) if cfg.out else run_dir / "bench"
+    out_dir = Path(cfg.out) if cfg.out else RunLayout(run_dir).bench
     work = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
         if cfg.local or not cfg.host:

@@ -17,6 +17,7 @@ from edgekit.benchmarks.report.rows import load_report
 from edgekit.convert.manifest import PASSED, SYMBOLS
 from edgekit.errors import EdgeError
 from edgekit.benchmarks.report.schema import Report, Row
+from edgekit.layout import REPORT_JSON, RunLayout
 
 # metric name → (what it is, how to read it from a row, unit)
 METRICS = {
@@ -82,7 +83,7 @@ def report_path(source: Path) -> Path:
     """A report.json, or a run directory holding bench/report.json."""
     source = Path(source)
     if source.is_dir():
-        for p in (source / "bench" / "report.json", source / "report.json"):
+        for p in (RunLayout(source).report, source / REPORT_JSON):
             if p.is_file():
                 return p
         raise EdgeError(f"{source}: no bench/report.json here; run `edge bench {source}` first.")

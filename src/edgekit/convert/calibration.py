@@ -21,6 +21,7 @@ from edgekit.train.data import GLOB_CHARS, Dataset, NoClassFolders, load_dataset
 from edgekit.train.images import ImageRows
 from edgekit.train.pipeline import to_model_input
 from edgekit_runtime import PreprocessSpec
+from edgekit.layout import RunLayout
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _warn_if_changed(source, dataset: Dataset, data: str) -> None:
     if source.kind != "run" or data != source.data:
         return
     try:
-        trained = json.loads((source.path / "run.json").read_text())["data"]["hash"]
+        trained = json.loads(RunLayout(source.path).run_info.read_text())["data"]["hash"]
     except (OSError, ValueError, KeyError, TypeError):
         return
     if trained and trained != dataset.data_hash:

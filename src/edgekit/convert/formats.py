@@ -143,6 +143,31 @@ def suggest(name: str) -> str:
     return did_you_mean(name, list(FORMATS) + ["all", "default"])
 
 
+def parse_names(names: Union[None, str, Iterable[str]], known: Iterable[str], default: Iterable[str],
+                what: str = "format") -> List[str]:
+    """The one reader of format names, for every command that takes them (convert, bench, pack, pi-check):
+    'a,b' or a list, 'default' and 'all' expanded (None = default), case and spaces ignored, each name once, in
+    order; an unknown name is one sentence with a suggestion. `known` is what the command can take (the formats
+    table, or the formats a manifest holds), `default` what it takes when nothing is said."""
+    known = list(known)
+    default = [n for n in default if n in known]
+    raw_names = ["default"] if names is None else names.split(",") if isinstance(names, str) else list(names)
+    picked: List[str] = []
+    for raw in raw_names:
+        name = str(raw).strip().lower()
+        if not name:
+            continue
+        for n in known if name == "all" else default if name == "default" else [name]:
+            if n not in known:
+                raise EdgeError(f"unknown {what} {str(raw).strip()!r}.{did_you_mean(name, known + ['all', 'default'])}"
+                                f" Choose from {', '.join(known)} (or 'default', 'all').")
+            if n not in picked:
+                picked.append(n)
+    if not picked:
+        raise EdgeError(f"no {what} given; choose from {', '.join(known)} (or 'default', 'all').")
+    return picked
+
+
 def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,
                     opset: Optional[int] = None, min_agreement: Optional[float] = None) -> List[Format]:
     """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied and
@@ -153,23 +178,7 @@ def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str]
         raise EdgeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}.")
     if opset is not None and not 9 <= int(opset) <= 21:
         raise EdgeError(f"--opset {opset} is outside what tf2onnx supports here (9 to 21); 17 is a safe choice.")
-    if names is None:
-        names = ["default"]
-    elif isinstance(names, str):
-        names = names.split(",")
-    picked: List[str] = []
-    for raw in names:
-        name = raw.strip().lower()
-        if not name:
-            continue
-        expand = (list(FORMATS) if name == "all" else list(DEFAULT_FORMATS) if name == "default" else [name])
-        for n in expand:
-            if n not in FORMATS:
-                raise EdgeError(f"unknown format {raw.strip()!r}.{suggest(name)} Formats: {', '.join(FORMATS)}.")
-            if n not in picked:
-                picked.append(n)
-    if not picked:
-        raise EdgeError(f"no format given; choose from {', '.join(FORMATS)} (or 'default', 'all').")
+    picked = parse_names(names, FORMATS, DEFAULT_FORMATS)
     out = [FORMATS[n].with_options(io=io, opset=opset) for n in picked]
     return [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
             if min_agreement is not None and f.options.get("mixed") else f for f in out]

@@ -25,6 +25,7 @@ from edgekit.status import LEGEND, SYMBOLS, Status
 from edgekit.versions import package_versions
 from edgekit.convert.formats import Format
 from edgekit.convert.validate import FormatValidation
+from edgekit.layout import RunLayout
 
 SCHEMA_VERSION = 1
 PASSED, OUTSIDE, FAILED = Status.PASSED.value, Status.OUTSIDE.value, Status.FAILED.value
@@ -267,5 +268,5 @@ def locate_export(path: Path) -> "tuple[Path, Manifest]":
     """(export directory, its manifest) for a run directory (its export/) or an export directory itself (a
     model brought to `edge convert --out DIR`): what bench and pack both take."""
     path = Path(path)
-    export = path if (path / MANIFEST_FILE).is_file() else path / "export"
+    export = path if (path / MANIFEST_FILE).is_file() else RunLayout(path).export
     return export, read_manifest(export, f"edge convert {path}")

@@ -21,6 +21,7 @@ from edgekit.train.rundir import read_finished_run, read_labels
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
 from edgekit_runtime.native import first_line
+from edgekit.layout import RunLayout
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 KERAS3_HINT = ("if it was saved by Keras 3, its file should say so (keras_version); or load it in Keras 3 and call "
@@ -178,12 +179,12 @@ def open_run(run_dir: Path, data: Optional[str] = None, with_model: bool = True)
     need its labels, preprocessing and data."""
     run_dir = Path(run_dir)
     cfg, spec, labels = read_finished_run(run_dir)
-    model = load_keras_model(run_dir / "model.keras") if with_model else None
+    model = load_keras_model(RunLayout(run_dir).model) if with_model else None
     if with_model:
         check_fits(model, spec, labels, "the run's model")
-    return Source("run", run_dir, model, labels, spec, file_digest(run_dir / "model.keras"),
+    return Source("run", run_dir, model, labels, spec, file_digest(RunLayout(run_dir).model),
                   data or cfg.data, run_data_options(cfg, same=data is None), cfg.seed, cfg.batch_size,
-                  run_dir / "export")
+                  RunLayout(run_dir).export)
 
 
 def run_data_options(cfg, same: bool = True) -> dict:

@@ -29,6 +29,7 @@ from edgekit.errors import EdgeError
 from edgekit.resources import constraints_file
 from edgekit_runtime.engines import ENGINES, engines_for
 from edgekit_runtime.artifacts import LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
+from edgekit.layout import RunLayout
 
 MIN_MARGIN = 0.2   # sample images the artifact answers by at least this much: a device's kernels won't flip them
 
@@ -93,7 +94,7 @@ def pack(cfg: PackConfig) -> Packed:
         raise EdgeError("--signer names who signed the bundle: pass --sign KEY as well.")
     # entry["format"] is a name of the formats table and the target and Python are checked: one path component
     name = f"{run_dir.resolve().name}-{entry['format']}-{cfg.target}-py{cfg.python}"
-    out = Path(cfg.out) if cfg.out else run_dir / "pack" / f"{name}.tar.gz"
+    out = Path(cfg.out) if cfg.out else RunLayout(run_dir).pack / f"{name}.tar.gz"
     if out.exists() and not cfg.force:
         raise EdgeError(f"{out} exists; pass --force to replace it, or --out another file.")
     with temp_staging("edge-pack-") as tmp:

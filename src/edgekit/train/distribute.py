@@ -16,6 +16,7 @@ from typing import Callable, Iterator, List, Optional
 
 from edgekit.errors import EdgeError
 from edgekit_runtime.exits import Exit
+from edgekit.layout import RunLayout
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 TF_CONFIG = "TF_CONFIG"
@@ -194,10 +195,10 @@ class Cluster:
             return out
         tmp = Path(tempfile.mkdtemp(prefix=f"edgekit-worker{self.index}-"))
         if resume:
-            if (out / "config.yaml").is_file():
-                shutil.copy2(out / "config.yaml", tmp / "config.yaml")
-            if (out / "checkpoints").is_dir():
-                shutil.copytree(out / "checkpoints", tmp / "checkpoints")
+            if RunLayout(out).config.is_file():
+                shutil.copy2(RunLayout(out).config, RunLayout(tmp).config)
+            if RunLayout(out).checkpoints.is_dir():
+                shutil.copytree(RunLayout(out).checkpoints, RunLayout(tmp).checkpoints)
             else:
                 raise EdgeError(f"worker {self.index} cannot see the chief's checkpoints in {out}: resuming needs --out "
                                 "on storage every worker can read.")

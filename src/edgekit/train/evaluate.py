@@ -15,6 +15,7 @@ from edgekit.train.data import load_dataset
 from edgekit.train.metrics import classification_report
 from edgekit.train.pipeline import make_dataset
 from edgekit.train.rundir import read_finished_run
+from edgekit.layout import RunLayout
 
 
 def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128, tta: str = "none") -> dict:
@@ -37,14 +38,14 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128, t
         # the data may hold a subset of the classes: map its label indices onto the model's outputs
         remap = np.array([labels.index(c) for c in dataset.class_names], np.int32)
         dataset.test.y = remap[dataset.test.y]
-    model = models.with_tta(models.load_model(run_dir / "model.keras"), tta)
+    model = models.with_tta(models.load_model(RunLayout(run_dir).model), tta)
     t0 = time.perf_counter()
     probs = model.predict(make_dataset(dataset.test.x, None, spec, batch_size, num_classes=len(labels)), verbose=0)
     seconds = time.perf_counter() - t0
     report = classification_report(dataset.test.y, probs, labels)
     report["data"] = {"source": dataset.source, "hash": dataset.data_hash}
     report["inference_images_per_second"] = len(probs) / seconds if seconds else None
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = RunLayout(run_dir).metrics
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     key = "test" if same_data else "evaluations"
     if tta != "none":
@@ -52,7 +53,7 @@ def evaluate(run_dir: Path, data: Optional[str] = None, batch_size: int = 128, t
         metrics.setdefault(f"tta_{tta}", {})["test" if same_data else dataset.data_hash[:12]] = report
     elif same_data:
         metrics["test"] = report
-        plots.confusion_matrix(report["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+        plots.confusion_matrix(report["confusion_matrix"], labels, RunLayout(run_dir).confusion,
                                f"test top-1 {report['top1']:.2%} ({report['images']:,} images)")
     else:
         metrics.setdefault(key, {})[dataset.data_hash[:12]] = report

@@ -23,6 +23,7 @@ from edgekit.train.rundir import RunDir, print_counts
 from edgekit.train.session import Session, fit
 from edgekit.train.transfer import head_then_fine_tune, top_on_activations
 from edgekit_runtime import PreprocessSpec
+from edgekit.layout import RunLayout
 
 
 class Interrupted(EdgeError):
@@ -42,13 +43,13 @@ def train(cfg: TrainConfig, out: Optional[Path] = None, resume: bool = False, st
     """Train per `cfg` into `out`; `started` (perf_counter) is when the command began, for the time budget."""
     t_start = started if started is not None else time.perf_counter()
     if resume:
-        if out is None or not (Path(out) / "config.yaml").is_file():
+        if out is None or not RunLayout(out).config.is_file():
             raise EdgeError("--resume needs --out RUN_DIR pointing at an earlier run (it holds config.yaml).")
-        cfg = build_config(Path(out) / "config.yaml", {})
+        cfg = build_config(RunLayout(out).config, {})
     else:
         out = Path(out or Path("runs") / f"{cfg.hub and 'hub' or cfg.preset}-{datetime.now():%Y%m%d-%H%M%S}")
     kind = distribute.choose(cfg.strategy)
-    if not resume and (Path(out) / "checkpoints").exists():
+    if not resume and RunLayout(out).checkpoints.exists():
         raise EdgeError(f"{out} already holds a training run; pass --resume"
                         + (" (on every worker) to continue it." if kind == "multiworker" else
                            " to continue it or choose another --out."))

@@ -1,15 +1,5 @@
-"""The run directory: the contract between training and the later stages. Every file is written atomically.
-
-    model.keras        trained tf_keras model (image in, probabilities out; preprocessing outside)
-    labels.txt         one class name per line, in output order
-    preprocess.json    how pixels become model input (edgekit_runtime.PreprocessSpec)
-    config.yaml        the resolved training configuration (what --resume reads)
-    run.json           data source and hash, class counts, library versions, seeds, status
-    metrics.json       test metrics, timings, feature-cache hit
-    history.json       per-epoch logs of each phase
-    training_curves.png, confusion_matrix.png
-    checkpoints/<phase>/  last.keras, best.weights.h5, state.json (for --resume)
-"""
+"""The run directory as training writes it (every file atomically; its layout: edgekit.layout.RunLayout) and
+as the later stages read a finished one (read_finished_run)."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +21,10 @@ from edgekit.errors import EdgeError
 from edgekit.progress import console
 from edgekit.train import plots
 from edgekit.train.data import CIFAR10_ENV, Dataset
-from edgekit_runtime.artifacts import LABELS_FILE, PREPROCESS_FILE
 from edgekit.train.metrics import classification_report
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
+from edgekit.layout import MODEL, RUN_INFO, RunLayout
 
 if TYPE_CHECKING:
     from edgekit.train.config import TrainConfig
@@ -62,15 +52,16 @@ def print_counts(data: Dataset) -> None:
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.layout = RunLayout(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def ckpt(self, phase: str) -> Path:
-        return self.path / "checkpoints" / phase
+        return self.layout.checkpoint(phase)
 
     def write_start(self, cfg, spec, data: Dataset) -> None:
-        write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_text(self.path / LABELS_FILE, "\n".join(data.class_names) + "\n")
-        write_json(self.path / PREPROCESS_FILE, spec.to_dict())
+        write_text(self.layout.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(self.layout.labels, "\n".join(data.class_names) + "\n")
+        write_json(self.layout.preprocess, spec.to_dict())
         self.run_info = {
             "status": "training",
             "data": {"source": data.source, "hash": data.data_hash, "counts": data.counts(),
@@ -80,28 +71,28 @@ class RunDir:
             "hardware": hardware.in_tensorflow(),  # the CPU and the oneDNN choice (edgekit/hardware.py)
             "command": " ".join(sys.argv),
         }
-        write_json(self.path / "run.json", self.run_info)
+        write_json(self.layout.run_info, self.run_info)
 
     def record(self, key: str, value) -> None:
         """Add or replace one entry of run.json (e.g. the time budget's plan, then its outcome)."""
         self.run_info[key] = value
-        write_json(self.path / "run.json", self.run_info)
+        write_json(self.layout.run_info, self.run_info)
 
     def write_final(self, model, data: Dataset, probs: np.ndarray, phases, info: dict) -> dict:
         # A fresh, uncompiled Model over the same layers saves without the optimizer state.
         bare = model.__class__(model.inputs, model.outputs, name=model.name)
-        write_with(self.path / "model.keras", lambda p: bare.save(p))
+        write_with(self.layout.model, lambda p: bare.save(p))
         report = classification_report(data.test.y, probs, data.class_names)
         metrics = {"test": report, "params": int(model.count_params()), **info,
                    "phases": {name: {"epochs": s.epochs_done, "best_epoch": s.best_epoch, "seconds": s.seconds,
                                      "best_val_loss": s.to_dict()["best_val_loss"]} for name, s in phases.items()}}
-        write_json(self.path / "metrics.json", metrics)
-        write_json(self.path / "history.json", {name: s.history for name, s in phases.items()})
-        plots.training_curves({name: s.history for name, s in phases.items()}, self.path / "training_curves.png")
-        plots.confusion_matrix(report["confusion_matrix"], data.class_names, self.path / "confusion_matrix.png",
+        write_json(self.layout.metrics, metrics)
+        write_json(self.layout.history, {name: s.history for name, s in phases.items()})
+        plots.training_curves({name: s.history for name, s in phases.items()}, self.layout.curves)
+        plots.confusion_matrix(report["confusion_matrix"], data.class_names, self.layout.confusion,
                                f"test top-1 {report['top1']:.2%} ({report['images']:,} images)")
         self.run_info["status"] = "complete"
-        write_json(self.path / "run.json", self.run_info)
+        write_json(self.layout.run_info, self.run_info)
         return metrics
 
 
@@ -121,23 +112,24 @@ def read_labels(path: Path) -> List[str]:
 def read_finished_run(run_dir: Path) -> Tuple["TrainConfig", PreprocessSpec, List[str]]:
     """(config, preprocessing, labels) of a finished run directory, or one sentence on what is missing."""
     from edgekit.train.config import build_config
-    if not (run_dir / "model.keras").is_file():
+    run = RunLayout(run_dir)
+    if not run.model.is_file():
         state = ""
-        if (run_dir / "run.json").is_file():
-            state = " (run.json says status: " + str(json.loads((run_dir / "run.json").read_text()).get("status")) + ")"
-        raise EdgeError(f"{run_dir} has no model.keras{state}: not a finished `edge train` run directory.")
-    for name in (LABELS_FILE, PREPROCESS_FILE, "config.yaml"):
-        if not (run_dir / name).is_file():
-            raise EdgeError(f"{run_dir} has model.keras but no {name}: the run directory is incomplete.")
-    cfg = build_config(run_dir / "config.yaml", {})
+        if run.run_info.is_file():
+            state = f" ({RUN_INFO} says status: " + str(json.loads(run.run_info.read_text()).get("status")) + ")"
+        raise EdgeError(f"{run_dir} has no {MODEL}{state}: not a finished `edge train` run directory.")
+    for path in (run.labels, run.preprocess, run.config):
+        if not path.is_file():
+            raise EdgeError(f"{run_dir} has {MODEL} but no {path.name}: the run directory is incomplete.")
+    cfg = build_config(run.config, {})
     remembered = remembered_data(run_dir, cfg.data)
     if remembered != cfg.data:
         cfg = dataclasses.replace(cfg, data=remembered)
     try:
-        spec = PreprocessSpec.load(run_dir / PREPROCESS_FILE)
+        spec = PreprocessSpec.load(run.preprocess)
     except SpecError as exc:
         raise EdgeError(str(exc)) from None
-    return cfg, spec, read_labels(run_dir / LABELS_FILE)
+    return cfg, spec, read_labels(run.labels)
 
 
 def remembered_data(run_dir: Path, data: str) -> str:
@@ -147,7 +139,7 @@ def remembered_data(run_dir: Path, data: str) -> str:
     if data != "cifar10" or os.environ.get(CIFAR10_ENV):
         return data
     try:
-        source = json.loads((run_dir / "run.json").read_text())["data"]["source"]
+        source = json.loads(RunLayout(run_dir).run_info.read_text())["data"]["source"]
     except (OSError, ValueError, KeyError, TypeError):
         return data
     return source if isinstance(source, str) and source != "cifar10" and Path(source).exists() else data

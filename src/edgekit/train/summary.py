@@ -8,6 +8,7 @@ from typing import Dict, List
 import yaml
 
 from edgekit_runtime.artifacts import PREPROCESS_FILE
+from edgekit.layout import RunLayout
 
 COLUMNS = ["run", "model", "input", "phases", "test top-1", "train time", "before 1st epoch", "whole run", "budget",
            "cache"]
@@ -20,8 +21,8 @@ def _fmt_seconds(s) -> str:
 
 
 def summarize(run_dir: Path) -> Dict[str, str]:
-    m = json.loads((run_dir / "metrics.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    m = json.loads(RunLayout(run_dir).metrics.read_text())
+    cfg = yaml.safe_load(RunLayout(run_dir).config.read_text())
     pre = json.loads((run_dir / PREPROCESS_FILE).read_text())
     model = "hub:" + Path(cfg["hub"]).name if cfg.get("hub") else cfg["preset"]
     phases = ", ".join(f"{name} {p['epochs']} ep" for name, p in m.get("phases", {}).items())
@@ -44,10 +45,10 @@ def summarize(run_dir: Path) -> Dict[str, str]:
 def find_runs(paths: List[Path]) -> List[Path]:
     found = []
     for p in paths:
-        if (p / "metrics.json").is_file():
+        if RunLayout(p).metrics.is_file():
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(d for d in p.iterdir() if (d / "metrics.json").is_file()))
+            found.extend(sorted(d for d in p.iterdir() if RunLayout(d).metrics.is_file()))
     return found
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from edgekit import cache
 from edgekit.errors import EdgeError
 from edgekit.progress import progress_bar
+from edgekit.layout import RunLayout
 
 
 def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: str, cache_dir: Optional[str],
@@ -30,13 +31,13 @@ def teacher_probabilities(run_dir: str, x: np.ndarray, class_names, data_hash: s
     if list(labels) != list(class_names):
         raise EdgeError(f"teacher {run} knows the classes {', '.join(labels)}; this data has "
                         f"{', '.join(class_names)}: a teacher must answer in the same classes, in the same order.")
-    key = {"kind": "teacher", "model": models.file_digest(run / "model.keras"), "data": data_hash, "images": len(x),
+    key = {"kind": "teacher", "model": models.file_digest(RunLayout(run).model), "data": data_hash, "images": len(x),
            "size": list(spec.size)}
     entry = cache.cache_root("teacher", cache_dir) / cache.key_of(key)
     found = cache.load(entry, ["probs"])
     if found and found[0]["probs"].shape == (len(x), len(labels)):
         return found[0]["probs"], True, time.perf_counter() - t0
-    model = models.load_model(run / "model.keras")
+    model = models.load_model(RunLayout(run).model)
     out = np.zeros((len(x), len(labels)), np.float32)
     with progress_bar(f"teacher {run.name} on {len(x):,} images (and their mirror images)", 2 * len(x)) as advance:
         for flipped in (False, True):

@@ -14,6 +14,7 @@ from typing import Callable
 from edgekit.deploy import bundle as bundle_script
 from edgekit.deploy.pi import rootfs as rf
 from edgekit.atomic import write_json
+from edgekit.layout import REPORT_JSON
 from edgekit.deploy.pi.userland import WORKDIR, guarded, prepared_rootfs, run, tail, target_info
 
 
@@ -76,7 +77,7 @@ def main(args) -> int:
     if report is None:
         return code
     out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / "pi-check-bundle"
-    write_json(out / "report.json", report)
+    write_json(out / REPORT_JSON, report)
     t = report["target"]
     print(f"\n{'PASS' if report['passed'] else 'FAIL'}: {Path(args.bundle).name} ({report['size_bytes'] / 1e6:.1f} MB) "
           f"installed with pip alone on {t['machine']} Python {t['python']} (qemu {t['qemu_cpu']}); "

@@ -29,7 +29,9 @@ import numpy as np
 from edgekit.atomic import write_json, write_text, write_with
 from edgekit.deploy.runtime_wheel import runtime_wheel
 from edgekit.deploy.staging import temp_staging
+from edgekit.convert.formats import parse_names
 from edgekit.errors import EdgeError
+from edgekit.layout import REPORT_JSON, REPORT_MD
 from edgekit.resources import constraints_file
 from edgekit_runtime.artifacts import LABELS_FILE, read_labels
 
@@ -37,7 +39,8 @@ from . import rootfs as rf
 from .report import ENGINE_PACKAGE, exactness, render_markdown, render_table
 from .userland import IMAGE_EXTS, WORKDIR, guarded, prepared_rootfs, run, tail, target_info
 
-DEFAULT_FORMATS = ("tflite-int8", "tflite-fp32", "onnx-fp32")
+# the formats pi-check runs on the emulated Pi (and what it takes by default): the ones its engines run there
+PI_FORMATS = ("tflite-int8", "tflite-fp32", "onnx-fp32")
 FLOAT_TOLERANCE = 1e-5                           # float kernels differ in summation order between x86 and ARM
 
 
@@ -309,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--data", default=os.environ.get("EDGE_CIFAR10") or "../shared/datasets/cifar10-jpeg.tar.gz",
                    help="CIFAR-10 JPEG archive with test/<class>/*.jpg (default $EDGE_CIFAR10)")
     p.add_argument("--engines", default="litert,onnx,tflite", help="engine extras to install (default %(default)s)")
-    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help="artifacts to run (default %(default)s)")
+    p.add_argument("--formats", default=",".join(PI_FORMATS), help="artifacts to run (default %(default)s)")
     p.add_argument("--qemu-cpu", default="cortex-a72", choices=sorted(rf.PI_CPUS), help="emulated core and "
                    "/proc/cpuinfo: cortex-a72 Pi 4, cortex-a76 Pi 5, cortex-a53 Pi 3 (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -323,18 +326,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.export or not args.out:
         p.error("--export and --out are required (or --bundle FILE)")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    unknown = sorted(set(args.engines) - {e.extra for e in ENGINES}) + sorted(set(args.formats) - set(DEFAULT_FORMATS))
+    try:
+        args.formats = parse_names(args.formats, PI_FORMATS, PI_FORMATS)
+    except EdgeError as exc:
+        p.error(str(exc))
+    unknown = sorted(set(args.engines) - {e.extra for e in ENGINES})
     if unknown or args.images < 1:
-        p.error(f"unknown engine or format {', '.join(unknown)} (engines: litert, onnx, tflite; formats: "
-                f"{', '.join(DEFAULT_FORMATS)})" if unknown else "--images must be at least 1")
+        p.error(f"unknown engine {', '.join(unknown)} (engines: litert, onnx, tflite)" if unknown
+                else "--images must be at least 1")
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     report, code = guarded(lambda: check(args, log))
     if report is None:
         return code
     out = Path(args.out)
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report))
+    write_json(out / REPORT_JSON, report)
+    write_text(out / REPORT_MD, render_markdown(report))
     print("\n" + render_table(report) + "\n\n" + exactness(report))
     print(f"\n{'PASS' if report['passed'] else 'FAIL'}: host {report['host']['machine']} vs {report['target']['machine']} "
           f"(qemu {args.qemu_cpu}), {report['images']['count']} images · {out / 'report.md'}")
