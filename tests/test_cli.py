@@ -66,3 +66,33 @@ def test_presets_table():
 def test_summary_of_no_runs(tmp_path):
     code, out = run("summary", str(tmp_path))
     assert code == 2 and "no finished runs" in out
+
+
+@pytest.mark.parametrize("command,config,renamed", [
+    ("convert", "edgekit.convert.config:ConvertConfig", {}),
+    ("bench", "edgekit.benchmarks.config:BenchConfig", {"host": "hosts", "hosts": "hosts_file"}),
+    ("pack", "edgekit.deploy.config:PackConfig", {}),
+    ("select", "edgekit.benchmarks.select:Budget", {"max_accuracy_drop": "max_accuracy_drop_pp", "max_size": "max_size_mb",
+                                                  "max_ram": "max_ram_mb", "min_accuracy": "min_accuracy_pct"}),
+])
+def test_every_option_default_is_the_config_s(command, config, renamed):
+    """A default lives in the config dataclass only: each option of the command that sets a config field starts
+    from that field's default (or from None: "the config's default" when the option is not given)."""
+    import dataclasses
+    import importlib
+    import typer.main
+    module, name = config.split(":")
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    params = typer.main.get_command(app).commands[command].params
+    checked = 0
+    for param in params:
+        field = fields.get(renamed.get(param.name, param.name))
+        if field is None or param.default is None:
+            continue
+        want = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        got = param.default
+        if isinstance(want, tuple):   # a repeatable option's list; --batch 1,8 is read as the tuple (1, 8)
+            got = tuple(got) if isinstance(got, (list, tuple)) else tuple(int(v) for v in str(got).split(","))
+        assert got == want, (command, param.name, got, want)
+        checked += 1
+    assert checked >= 2, f"{command}: no option was compared"

@@ -1,6 +1,7 @@
 """The `edge` command: thin typer wrappers that build a config object and call the library."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -13,6 +14,10 @@ from edgekit_runtime.exits import Exit
 from edgekit.errors import EdgeError
 from edgekit.layout import REPORT_JSON, RunLayout
 from edgekit.progress import console
+from edgekit.benchmarks.config import BenchConfig
+from edgekit.benchmarks.select import Budget
+from edgekit.convert.config import ConvertConfig
+from edgekit.deploy.config import PackConfig
 from edgekit.train.config import TrainConfig
 from edgekit.train.presets import PRESETS
 
@@ -20,6 +25,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Train, convert, run and benchmark image classifiers for small CPUs (Raspberry Pi and the like).")
 
 DEFAULTS = TrainConfig()
+
+
+def _default(config_cls, name: str):
+    """An option's default as its config dataclass declares it: the one place a default lives, so the CLI, the
+    Python API and the config files cannot drift apart (tests/test_cli.py holds every command to that)."""
+    f = {f.name: f for f in dataclasses.fields(config_cls)}[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 @app.callback()
@@ -163,10 +175,10 @@ def convert(
                                             "--labels, --scale/--offset or --mean/--std, --data)."),
     formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
                                           "(see the formats table in the README). Default: every format but tflite-qat and tflite-int8-mixed."),
-    calib_samples: int = typer.Option(500, help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
-    val_samples: int = typer.Option(1000, help="Held-out images (test split, then val) each artifact is validated on."),
-    io: str = typer.Option("uint8", help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
-    opset: int = typer.Option(17, help="ONNX opset of the onnx-* formats."),
+    calib_samples: int = typer.Option(_default(ConvertConfig, "calib_samples"), help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
+    val_samples: int = typer.Option(_default(ConvertConfig, "val_samples"), help="Held-out images (test split, then val) each artifact is validated on."),
+    io: str = typer.Option(_default(ConvertConfig, "io"), help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
+    opset: int = typer.Option(_default(ConvertConfig, "opset"), help="ONNX opset of the onnx-* formats."),
     data: Optional[str] = typer.Option(None, help="Images for calibration and validation (same forms as `edge train --data`). "
                                                   "Default: the run's own data; required for other models."),
     out: Optional[Path] = typer.Option(None, help="Output directory. Default: RUN_DIR/export, or <model>-export beside the model."),
@@ -178,12 +190,12 @@ def convert(
     mean: List[str] = typer.Option([], "--mean", metavar="M [M M]", help="Other models, instead of --scale/--offset: PyTorch-style (pixel/255 - mean) / std; e.g. --mean 0.485 0.456 0.406."),
     std: List[str] = typer.Option([], "--std", metavar="S [S S]", help="Other models: the std of that formula, e.g. --std 0.229 0.224 0.225."),
     labels: Optional[Path] = typer.Option(None, help="Other models: labels file, one class name per line in output order."),
-    channel_order: str = typer.Option("RGB", help="Other models: RGB, or BGR for caffe-style models."),
-    qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training (tflite-qat), distilled from the model's own outputs on the training split."),
-    select_tf_ops: bool = typer.Option(False, "--select-tf-ops", help="Let TFLite use TensorFlow kernels (SELECT_TF_OPS) "
+    channel_order: str = typer.Option(_default(ConvertConfig, "channel_order"), help="Other models: RGB, or BGR for caffe-style models."),
+    qat_epochs: int = typer.Option(_default(ConvertConfig, "qat_epochs"), help="Epochs of quantization-aware training (tflite-qat), distilled from the model's own outputs on the training split."),
+    select_tf_ops: bool = typer.Option(_default(ConvertConfig, "select_tf_ops"), "--select-tf-ops", help="Let TFLite use TensorFlow kernels (SELECT_TF_OPS) "
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
+    skip_bad: bool = typer.Option(_default(ConvertConfig, "skip_bad"), "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
     min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed (and its "
                                                   "tolerance), e.g. 0.995; the worst layers are kept in float until it is met."),
     explain: Optional[str] = typer.Option(None, help="Print the error int8 adds at each layer of this format "
@@ -194,7 +206,7 @@ def convert(
     Exit code: 0 when every artifact exported and validated (✅); 3 when any is outside tolerance (❎) or failed to export (❌); 2 for bad input, with nothing written."""
     try:
         from edgekit.convert import manifest
-        from edgekit.convert.run import ConvertConfig, convert as run_convert, parse_numbers
+        from edgekit.convert.run import convert as run_convert, parse_numbers
         cfg = ConvertConfig(source, formats=formats, calib_samples=calib_samples, val_samples=val_samples, io=io,
                             opset=opset, data=data, out=out, input_size=input_size,
                             scale=parse_numbers(scale, "--scale"), offset=parse_numbers(offset, "--offset"),
@@ -226,35 +238,35 @@ def bench(
     formats: Optional[str] = typer.Option(None, help="Comma list of formats to measure. Default: every artifact in export/manifest.json."),
     samples: Optional[int] = typer.Option(None, help="Test images for accuracy (class-balanced sample). Default: the whole test split."),
     threads: Optional[str] = typer.Option(None, help="Thread counts to sweep, e.g. 1,2,4. Default: all cores this process may use."),
-    batch: str = typer.Option("1", help="Batch sizes to time, e.g. 1,8 (throughput in images/s)."),
-    runs: int = typer.Option(50, help="Timed runs per setting (at least)."),
-    warmup: int = typer.Option(5, help="Untimed warm-up runs per setting."),
-    min_time: float = typer.Option(0.0, help="Keep timing each setting for at least this many seconds."),
-    max_time: float = typer.Option(30.0, help="Stop timing a slow setting after this many seconds (once it has 3 runs)."),
+    batch: str = typer.Option(",".join(map(str, _default(BenchConfig, "batch"))), help="Batch sizes to time, e.g. 1,8 (throughput in images/s)."),
+    runs: int = typer.Option(_default(BenchConfig, "runs"), help="Timed runs per setting (at least)."),
+    warmup: int = typer.Option(_default(BenchConfig, "warmup"), help="Untimed warm-up runs per setting."),
+    min_time: float = typer.Option(_default(BenchConfig, "min_time"), help="Keep timing each setting for at least this many seconds."),
+    max_time: float = typer.Option(_default(BenchConfig, "max_time"), help="Stop timing a slow setting after this many seconds (once it has 3 runs)."),
     data: Optional[str] = typer.Option(None, help="Data whose test split to use (same forms as `edge train --data`). Default: the run's own."),
     out: Optional[Path] = typer.Option(None, help="Report directory. Default: RUN_DIR/bench."),
     host: Optional[List[str]] = typer.Option(None, help="Also run on a device over SSH: user@host[:port] (known_hosts is checked). Repeat for several devices, measured at the same time."),
     hosts: Optional[Path] = typer.Option(None, help="A file of devices, one `user@host[:port] [name]` per line (# comments)."),
-    parallel: int = typer.Option(4, help="Devices measured at the same time."),
+    parallel: int = typer.Option(_default(BenchConfig, "parallel"), help="Devices measured at the same time."),
     port: Optional[int] = typer.Option(None, help="SSH port of the --host devices that name none. Default: 22 or your ssh config's."),
     identity: Optional[Path] = typer.Option(None, help="SSH private key for --host."),
     known_hosts: Optional[Path] = typer.Option(None, help="known_hosts file to verify --host against. Default: ~/.ssh/known_hosts."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="Trust and record a host key seen for the first time (never a changed one)."),
-    device_samples: int = typer.Option(500, help="Test images copied to the device for its accuracy figures."),
+    accept_new_host_key: bool = typer.Option(_default(BenchConfig, "accept_new_host_key"), "--accept-new-host-key", help="Trust and record a host key seen for the first time (never a changed one)."),
+    device_samples: int = typer.Option(_default(BenchConfig, "device_samples"), help="Test images copied to the device for its accuracy figures."),
     device_python: Optional[str] = typer.Option(None, help="Python on the device that already has numpy, Pillow and the engine (skips the venv install)."),
-    local: bool = typer.Option(True, "--local/--no-local", help="With --host, also measure on this machine."),
+    local: bool = typer.Option(_default(BenchConfig, "local"), "--local/--no-local", help="With --host, also measure on this machine."),
     python: Optional[str] = typer.Option(None, help="Python that runs the local measurements, e.g. a venv holding only `pip install ./runtime[litert]`. Default: this one."),
-    keep: bool = typer.Option(False, "--keep", help="Keep the plan directory here and the copy on the device."),
+    keep: bool = typer.Option(_default(BenchConfig, "keep"), "--keep", help="Keep the plan directory here and the copy on the device."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier report.json: exit 4 if accuracy or latency regressed."),
-    max_accuracy_drop: float = typer.Option(0.5, help="With --baseline: allowed top-1 drop in percentage points."),
-    max_latency_growth: float = typer.Option(10.0, help="With --baseline: allowed p50 latency growth in percent."),
+    max_accuracy_drop: float = typer.Option(_default(BenchConfig, "max_accuracy_drop"), help="With --baseline: allowed top-1 drop in percentage points."),
+    max_latency_growth: float = typer.Option(_default(BenchConfig, "max_latency_growth"), help="With --baseline: allowed p50 latency growth in percent."),
 ):
     """Measure accuracy, latency, memory and cost of every exported artifact; write report.json/.md/.html.
 
     Exit codes: 0 every row ✅, 3 some row ❎/❌, 4 regression against --baseline, 2 bad input or an unusable --host
     (local results are still written).
     """
-    from edgekit.benchmarks.config import BenchConfig, parse_ints
+    from edgekit.benchmarks.config import parse_ints
     try:
         cfg = BenchConfig(run_dir=run_dir, formats=formats, samples=samples, threads=parse_ints(threads, "--threads"),
                           batch=parse_ints(batch, "--batch") or (1,), runs=runs, warmup=warmup, min_time=min_time,
@@ -289,11 +301,11 @@ def bench(
 def select(
     sources: List[Path] = typer.Argument(..., help="Run directories (their bench/report.json) or report.json files; several are merged."),
     device: Optional[str] = typer.Option(None, help="Device id as in the reports (local, or the --host name). Default: the only one."),
-    max_accuracy_drop: float = typer.Option(1.0, help="Allowed top-1 drop below the report's reference (Keras) row, in percentage points."),
+    max_accuracy_drop: float = typer.Option(_default(Budget, "max_accuracy_drop_pp"), help="Allowed top-1 drop below the report's reference (Keras) row, in percentage points."),
     min_accuracy: Optional[float] = typer.Option(None, help="Smallest top-1 in percent, whatever each artifact's reference (compares runs)."),
     max_size: Optional[float] = typer.Option(None, help="Largest model file, in MB."),
     max_ram: Optional[float] = typer.Option(None, help="Largest peak resident memory of the benchmark process, in MB."),
-    metric: str = typer.Option("p50", help="Rank by p50 or p99 (one inference), e2e (image file to label) or cold (fresh process to first answer)."),
+    metric: str = typer.Option(_default(Budget, "metric"), help="Rank by p50 or p99 (one inference), e2e (image file to label) or cold (fresh process to first answer)."),
     json_: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
 ):
     """Pick the artifact to deploy from bench reports: the fastest one that passed and fits the budget.
@@ -303,7 +315,9 @@ def select(
     """
     from edgekit.benchmarks import select as sel
     try:
-        result = sel.select(sources, sel.Budget(max_accuracy_drop, max_size, max_ram, metric, min_accuracy), device)
+        budget = Budget(max_accuracy_drop_pp=max_accuracy_drop, max_size_mb=max_size, max_ram_mb=max_ram, metric=metric,
+                        min_accuracy_pct=min_accuracy)
+        result = sel.select(sources, budget, device)
     except EdgeError as exc:
         _fail(exc)
     if json_:
@@ -325,15 +339,15 @@ def select(
 @app.command()
 def pack(
     run_dir: Path = typer.Argument(..., help="A converted (and, for --format best, benchmarked) run directory, or the export directory of a model brought to edge convert."),
-    format: str = typer.Option("best", "--format", help="An exported format name, or best: what `edge select` recommends from the run's bench report."),
-    target: str = typer.Option("aarch64", help="The device's CPU: aarch64 (64-bit Raspberry Pi OS), armv7l (32-bit) or x86_64."),
-    python: str = typer.Option("3.11", help="The device's Python version (Raspberry Pi OS bookworm: 3.11)."),
+    format: str = typer.Option(_default(PackConfig, "format"), "--format", help="An exported format name, or best: what `edge select` recommends from the run's bench report."),
+    target: str = typer.Option(_default(PackConfig, "target"), help="The device's CPU: aarch64 (64-bit Raspberry Pi OS), armv7l (32-bit) or x86_64."),
+    python: str = typer.Option(_default(PackConfig, "python"), help="The device's Python version (Raspberry Pi OS bookworm: 3.11)."),
     engine: Optional[str] = typer.Option(None, help="litert, tflite or onnx. Default: litert for .tflite, onnx for .onnx."),
     out: Optional[Path] = typer.Option(None, help="Bundle file. Default: RUN_DIR/pack/<run>-<format>-<target>-py<python>.tar.gz."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing bundle file."),
+    force: bool = typer.Option(_default(PackConfig, "force"), "--force", help="Replace an existing bundle file."),
     wheels: Optional[Path] = typer.Option(None, help="Take the wheels from this folder instead of PyPI (offline packing)."),
     device: Optional[str] = typer.Option(None, help="With --format best: the bench device to choose for."),
-    samples: int = typer.Option(8, help="Test images bundled for the smoke test."),
+    samples: int = typer.Option(_default(PackConfig, "samples"), help="Test images bundled for the smoke test."),
     data: Optional[str] = typer.Option(None, help="Images to draw the samples from. Default: the run's test split, or the data the export was converted with."),
     check: bool = typer.Option(False, "--check", help="Then install it in the emulated Raspberry Pi OS userland and run its smoke test (aarch64; root, qemu-user-static, debootstrap: see make pi-check)."),
     sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign pack.json with this SSH private key (ssh-keygen -Y sign); devices check it with install.sh --trust ALLOWED_SIGNERS."),
@@ -341,10 +355,11 @@ def pack(
 ):
     """Bundle an artifact for a device: model + labels + preprocessing, the runtime and engine wheels for that
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
-    from edgekit.deploy.pack import PackConfig, pack as run_pack
+    from edgekit.deploy.pack import pack as run_pack
     try:
-        done = run_pack(PackConfig(run_dir, format, target, python, engine, out, force, wheels, device, samples, data,
-                                   sign, signer))
+        done = run_pack(PackConfig(run_dir=run_dir, format=format, target=target, python=python, engine=engine, out=out,
+                                   force=force, wheels=wheels, device=device, samples=samples, data=data, sign=sign,
+                                   signer=signer))
     except EdgeError as exc:
         _fail(exc)
     console.print(f"[bold green]packed[/] {_esc(done.path)} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "

@@ -11,13 +11,14 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from edgekit.atomic import clear_dead_staging, make_staging, write_json, write_text
 from edgekit.convert import manifest as mf
 from edgekit.convert.context import ExportContext, Exported
 from edgekit.convert.export import export_all
-from edgekit.convert.formats import DEFAULT_OPSET, resolve_formats
+from edgekit.convert.config import ConvertConfig
+from edgekit.convert.formats import resolve_formats
 from edgekit.convert.validate import ValidationReport, reference, validate
 from edgekit.errors import EdgeError
 from edgekit.progress import console
@@ -30,35 +31,6 @@ if TYPE_CHECKING:
 from edgekit_runtime.exits import Exit
 
 SEARCH_SAMPLES = 2000   # val-split images the mixed search scores on: ±0.16 pt of agreement near 99.5 %, not ±0.3
-
-
-@dataclass
-class ConvertConfig:
-    source: Path                                   # run directory, or .keras/.h5 file / SavedModel directory
-    formats: Union[None, str, Sequence[str]] = None  # None = the default set; 'all' adds tflite-qat
-    calib_samples: int = 500
-    val_samples: int = 1000
-    io: str = "uint8"                              # input/output type of tflite-int8 and tflite-qat
-    opset: int = DEFAULT_OPSET
-    data: Optional[str] = None                     # None: the run's own data (required for other models)
-    out: Optional[Path] = None                     # None: RUN_DIR/export, or <model>-export beside the model
-    # bring-your-own model
-    input_size: Optional[Tuple[int, int]] = None
-    scale: Sequence[float] = ()
-    offset: Sequence[float] = ()
-    mean: Sequence[float] = ()                     # PyTorch-style normalisation, instead of scale/offset
-    std: Sequence[float] = ()
-    labels: Optional[Path] = None
-    channel_order: str = "RGB"
-    # QAT and converter knobs
-    qat_epochs: int = 2
-    qat_lr: float = 1e-4
-    select_tf_ops: bool = False
-    seed: Optional[int] = None                     # None: the run's seed (42 for other models)
-    skip_bad: bool = False                         # go on without unreadable images (a run's own config may say so)
-    threads: Optional[int] = None                  # validation inference threads (None: all available)
-    min_agreement: Optional[float] = None          # the mixed formats' target (None: formats.DEFAULT_MIN_AGREEMENT)
-    explain: Optional[str] = None                  # a format whose per-layer errors the CLI prints; converted too
 
 
 @dataclass

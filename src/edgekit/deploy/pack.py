@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -22,6 +21,7 @@ import numpy as np
 from edgekit import __version__, platforms
 from edgekit.atomic import write_with
 from edgekit.deploy import bundle, sign
+from edgekit.deploy.config import PackConfig
 from edgekit.deploy.runtime_wheel import runtime_wheel
 from edgekit.deploy.staging import child_env, temp_staging
 from edgekit.deploy.templates import INSTALL_SH, README, SIGNED, UNSIGNED
@@ -32,33 +32,6 @@ from edgekit_runtime.artifacts import LABELS_FILE, MANIFEST_FILE, PREPROCESS_FIL
 from edgekit.layout import RunLayout
 
 MIN_MARGIN = 0.2   # sample images the artifact answers by at least this much: a device's kernels won't flip them
-
-
-@dataclass(frozen=True)
-class PackConfig:
-    run_dir: Path
-    format: str = "best"            # an export's format name, or best (asks edge select)
-    target: str = "aarch64"
-    python: str = "3.11"
-    engine: Optional[str] = None    # default: the first engine for the artifact's suffix (litert, onnx)
-    out: Optional[Path] = None
-    force: bool = False
-    wheels: Optional[Path] = None   # a folder of wheels to pack from instead of PyPI (offline packing)
-    device: Optional[str] = None    # the bench device `best` selects for
-    samples: int = 8
-    data: Optional[str] = None      # images to draw the samples from; default: the run's or the conversion's data
-    sign: Optional[Path] = None     # an SSH private key: pack.json.sig (deploy/sign.py)
-    signer: Optional[str] = None    # the name install.sh --trust looks the key up under; default: the key's comment
-
-    def check(self) -> None:
-        if self.target not in platforms.ARCHITECTURES:
-            raise EdgeError(f"unknown target '{self.target}'; choose one of {', '.join(platforms.ARCHITECTURES)}.")
-        if not re.fullmatch(r"3\.\d{1,2}", self.python):
-            raise EdgeError(f"--python takes a version such as 3.11, got '{self.python}'.")
-        if self.samples < 1:
-            raise EdgeError(f"--samples must be at least 1, got {self.samples}.")
-        if self.wheels is not None and not Path(self.wheels).is_dir():
-            raise EdgeError(f"--wheels {self.wheels}: no such folder.")
 
 
 @dataclass
