@@ -376,3 +376,25 @@ def test_bundle_check_refuses_what_is_not_an_aarch64_bundle(tmp_path, capsys):
         tar.add(folder, arcname=folder.name)
     with pytest.raises(rf.PiCheckError, match="its pack.json names no target architecture"):
         check_bundle(bundle, print)
+
+
+def test_trixie_is_debian_13_with_python_3_13_and_its_own_rootfs(tmp_path, monkeypatch):
+    from edgekit import platforms
+    trixie = platforms.RELEASES["trixie"]
+    assert (trixie.debian, trixie.python, trixie.glibc) == (13, "3.13", (2, 41))
+    assert rf.debootstrap_cmd("/t", suite="trixie")[-3:] == ["trixie", "/t", rf.MIRROR]
+    assert rf.download_cmd(["pip"], "w", ["numpy"], None, [], trixie.python)[2:4] == ["--python-version", "3.13"]
+    assert rf.manylinux_platforms(trixie.glibc)[-1] == "manylinux_2_41_aarch64"
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path))
+    assert rf.default_rootfs() == tmp_path / "pi-rootfs" and rf.default_rootfs("trixie") == tmp_path / "pi-rootfs-trixie"
+    bookworm_stamp = {"suite": "bookworm", "arch": rf.ARCH, "variant": rf.VARIANT, "include": list(rf.INCLUDE)}
+    assert rf.stamp_matches(bookworm_stamp) and not rf.stamp_matches(bookworm_stamp, "trixie")
+
+
+def test_pack_takes_the_os_release_s_python_unless_told():
+    from edgekit.deploy.config import PackConfig
+    from edgekit.errors import EdgeError
+    assert PackConfig("r").device_python == "3.11" and PackConfig("r", os="trixie").device_python == "3.13"
+    assert PackConfig("r", os="trixie", python="3.12").device_python == "3.12"
+    with pytest.raises(EdgeError, match="unknown --os 'jessie'"):
+        PackConfig("r", os="jessie").check()

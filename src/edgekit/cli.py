@@ -341,7 +341,8 @@ def pack(
     run_dir: Path = typer.Argument(..., help="A converted (and, for --format best, benchmarked) run directory, or the export directory of a model brought to edge convert."),
     format: str = typer.Option(_default(PackConfig, "format"), "--format", help="An exported format name, or best: what `edge select` recommends from the run's bench report."),
     target: str = typer.Option(_default(PackConfig, "target"), help="The device's CPU: aarch64 (64-bit Raspberry Pi OS), armv7l (32-bit) or x86_64."),
-    python: str = typer.Option(_default(PackConfig, "python"), help="The device's Python version (Raspberry Pi OS bookworm: 3.11)."),
+    os: str = typer.Option(_default(PackConfig, "os"), "--os", help="The device's Raspberry Pi OS / Debian release: bookworm (Python 3.11, glibc 2.36) or trixie (Python 3.13, glibc 2.41)."),
+    python: Optional[str] = typer.Option(_default(PackConfig, "python"), help="The device's Python version. Default: the --os release's (bookworm 3.11, trixie 3.13)."),
     engine: Optional[str] = typer.Option(None, help="litert, tflite or onnx. Default: litert for .tflite, onnx for .onnx."),
     out: Optional[Path] = typer.Option(None, help="Bundle file. Default: RUN_DIR/pack/<run>-<format>-<target>-py<python>.tar.gz."),
     force: bool = typer.Option(_default(PackConfig, "force"), "--force", help="Replace an existing bundle file."),
@@ -357,7 +358,7 @@ def pack(
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
     from edgekit.deploy.pack import pack as run_pack
     try:
-        done = run_pack(PackConfig(run_dir=run_dir, format=format, target=target, python=python, engine=engine, out=out,
+        done = run_pack(PackConfig(run_dir=run_dir, format=format, target=target, os=os, python=python, engine=engine, out=out,
                                    force=force, wheels=wheels, device=device, samples=samples, data=data, sign=sign,
                                    signer=signer))
     except EdgeError as exc:

@@ -15,7 +15,8 @@ class PackConfig:
     run_dir: Path
     format: str = "best"            # an export's format name, or best (asks edge select)
     target: str = "aarch64"
-    python: str = "3.11"
+    os: str = platforms.DEFAULT_OS   # the device's Debian / Raspberry Pi OS release: its Python and glibc
+    python: Optional[str] = None    # default: the os release's Python (bookworm 3.11, trixie 3.13)
     engine: Optional[str] = None    # default: the first engine for the artifact's suffix (litert, onnx)
     out: Optional[Path] = None
     force: bool = False
@@ -26,10 +27,20 @@ class PackConfig:
     sign: Optional[Path] = None     # an SSH private key: pack.json.sig (deploy/sign.py)
     signer: Optional[str] = None    # the name install.sh --trust looks the key up under; default: the key's comment
 
+    @property
+    def release(self) -> platforms.OsRelease:
+        return platforms.RELEASES[self.os]
+
+    @property
+    def device_python(self) -> str:
+        return self.python or self.release.python
+
     def check(self) -> None:
+        if self.os not in platforms.RELEASES:
+            raise EdgeError(f"unknown --os '{self.os}'; choose one of {', '.join(platforms.RELEASES)}.")
         if self.target not in platforms.ARCHITECTURES:
             raise EdgeError(f"unknown target '{self.target}'; choose one of {', '.join(platforms.ARCHITECTURES)}.")
-        if not re.fullmatch(r"3\.\d{1,2}", self.python):
+        if self.python is not None and not re.fullmatch(r"3\.\d{1,2}", self.python):
             raise EdgeError(f"--python takes a version such as 3.11, got '{self.python}'.")
         if self.samples < 1:
             raise EdgeError(f"--samples must be at least 1, got {self.samples}.")

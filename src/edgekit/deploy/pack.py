@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def pack(cfg: PackConfig) -> Packed:
     if cfg.signer is not None and signing is None:
         raise EdgeError("--signer names who signed the bundle: pass --sign KEY as well.")
     # entry["format"] is a name of the formats table and the target and Python are checked: one path component
-    name = f"{run_dir.resolve().name}-{entry['format']}-{cfg.target}-py{cfg.python}"
+    name = f"{run_dir.resolve().name}-{entry['format']}-{cfg.target}-py{cfg.device_python}"
     out = Path(cfg.out) if cfg.out else RunLayout(run_dir).pack / f"{name}.tar.gz"
     if out.exists() and not cfg.force:
         raise EdgeError(f"{out} exists; pass --force to replace it, or --out another file.")
@@ -75,18 +75,19 @@ def pack(cfg: PackConfig) -> Packed:
         (root / "model").mkdir(parents=True)
         for f, src in model.items():
             shutil.copy2(src, root / "model" / f)
-        wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.python, cfg.wheels, tmp / "dl")
+        wheels = download_wheels(root / "wheels", engine, cfg.target, cfg.device_python, cfg.wheels, tmp / "dl",
+                                 cfg.release.glibc)
         wheels.append(runtime_wheel(root / "wheels"))
         samples = write_samples(run_dir, export, export_manifest, root, entry["file"], cfg.samples, cfg.data)
         (root / "bundle.py").write_bytes(resources.files("edgekit.deploy").joinpath("bundle.py").read_bytes())
-        _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.python,
+        _write_text(root / "install.sh", INSTALL_SH.format(extra=ENGINES[engine].extra, python=cfg.device_python,
                                                            signer=signing.signer if signing else "",
                                                            namespace=sign.NAMESPACE), 0o755)
         signed = UNSIGNED if signing is None else SIGNED.format(
             signer=signing.signer, namespace=sign.NAMESPACE,
             line=sign.allowed_signers_line(signing) or f'{signing.signer} namespaces="{sign.NAMESPACE}" <public key>')
         _write_text(root / "README.txt", README.format(name=name, artifact=entry["format"], target=cfg.target,
-                                                       python=cfg.python, engine=engine, signed=signed))
+                                                       python=cfg.device_python, engine=engine, signed=signed))
         files = {p.relative_to(root).as_posix(): bundle.sha256(str(p)) for p in sorted(root.rglob("*")) if p.is_file()}
         manifest = {"schema_version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "edgekit": __version__, "run_dir": str(run_dir), "chosen_because": why,
@@ -94,9 +95,9 @@ def pack(cfg: PackConfig) -> Packed:
                                  "size_bytes": (root / "model" / entry["file"]).stat().st_size,
                                  "status": entry.get("status"), "summary": entry.get("summary")},
                     "engine": engine, "extra": ENGINES[engine].extra,
-                    "target": {"arch": cfg.target, "python": cfg.python,
-                               "glibc": ".".join(map(str, platforms.BOOKWORM_GLIBC)),
-                               "platforms": platforms.manylinux_platforms(cfg.target)},
+                    "target": {"arch": cfg.target, "python": cfg.device_python,
+                               "os": cfg.os, "glibc": ".".join(map(str, cfg.release.glibc)),
+                               "platforms": platforms.manylinux_platforms(cfg.target, cfg.release.glibc)},
                     "wheels": sorted(wheels), "samples": samples, "files": files,
                     "signature": {"signer": signing.signer, "namespace": sign.NAMESPACE, "file": sign.SIGNATURE}
                     if signing else None}
@@ -180,9 +181,10 @@ def choose_engine(file: str, engine: Optional[str]) -> str:
 
 # --------------------------------------------------------------------------------------------- wheels
 def _pip_download(packages: List[str], dest: Path, target: str, python: str, local: Optional[Path],
-                  constraints: Optional[Path], work: Path, deps: bool = True) -> subprocess.CompletedProcess:
+                  constraints: Optional[Path], work: Path, deps: bool = True,
+                  glibc: Tuple[int, int] = platforms.BOOKWORM_GLIBC) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-           *platforms.platform_args(platforms.manylinux_platforms(target)), "--python-version", python,
+           *platforms.platform_args(platforms.manylinux_platforms(target, glibc)), "--python-version", python,
            "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
            "--dest", str(dest)]
     if local is not None:
@@ -209,22 +211,25 @@ def _constraints(engine: str, folder: Path) -> Optional[Path]:
     return path
 
 
-def download_wheels(dest: Path, engine: str, target: str, python: str, local: Optional[Path], work: Path) -> List[str]:
+def download_wheels(dest: Path, engine: str, target: str, python: str, local: Optional[Path], work: Path,
+                    glibc: Tuple[int, int] = platforms.BOOKWORM_GLIBC) -> List[str]:
     """numpy, Pillow and the engine (with their dependencies) as wheels for the target; one sentence on failure."""
     dest.mkdir(parents=True, exist_ok=True)
     package = ENGINES[engine].package
-    res = _pip_download(["numpy", "pillow", package], dest, target, python, local, _constraints(engine, work), work)
+    res = _pip_download(["numpy", "pillow", package], dest, target, python, local, _constraints(engine, work), work,
+                        glibc=glibc)
     if res.returncode != 0:
         where = f"{target} / Python {python}" + (f" in {local}" if local else " on PyPI")
         # which of the three has no wheel at all (a conflict among dependencies is another failure)
         missing = [p for p in ("numpy", "pillow", package)
-                   if _pip_download([p], work / "probe", target, python, local, None, work, deps=False).returncode]
+                   if _pip_download([p], work / "probe", target, python, local, None, work, deps=False,
+                                    glibc=glibc).returncode]
         if missing:
             hint = ""
             if package in missing:
                 others = [e.name for e in engines_for(ENGINES[engine].suffixes[0]) if e.name != engine]
                 fits = [o for o in others if _pip_download([ENGINES[o].package], work / o, target, python, local,
-                                                           None, work, deps=False).returncode == 0]
+                                                           None, work, deps=False, glibc=glibc).returncode == 0]
                 hint = (f"; engine {fits[0]} has one: --engine {fits[0]}" if fits else
                         f"; no other engine runs {ENGINES[engine].suffixes[0]} files there")
             if target == "armv7l":

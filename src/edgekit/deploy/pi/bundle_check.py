@@ -19,7 +19,8 @@ from edgekit.deploy.pi.userland import WORKDIR, guarded, prepared_rootfs, run, t
 
 
 def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qemu_cpu: str = "cortex-a72",
-                 mirror: str = rf.MIRROR, rebuild: bool = False, keep: bool = False) -> dict:
+                 mirror: str = rf.MIRROR, rebuild: bool = False, keep: bool = False,
+                 release: rf.platforms.OsRelease = rf.BOOKWORM) -> dict:
     """Unpack, install and smoke-test the bundle in the arm64 chroot; a report dict with `passed`."""
     import os
     start = time.monotonic()
@@ -41,10 +42,10 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
     problem = rf.missing_prerequisite(os.geteuid())
     if problem:
         raise rf.PiCheckError(problem)
-    rootfs = Path(rootfs or rf.default_rootfs()).absolute()
+    rootfs = Path(rootfs or rf.default_rootfs(release.suite)).absolute()
     name = tops.pop()
     with contextlib.ExitStack() as stack:
-        stamp, work = prepared_rootfs(stack, rootfs, log, mirror, rebuild, keep)
+        stamp, work = prepared_rootfs(stack, rootfs, log, mirror, rebuild, keep, release)
         work.mkdir(parents=True)
         with tarfile.open(path) as tar:
             tar.extractall(work, filter="data")
@@ -65,7 +66,7 @@ def check_bundle(path: Path, log: Callable[[str], None], rootfs: Path = None, qe
             "install_exit_code": res.returncode, "output": lines[-15:] if not passed else
             [line for line in lines if line.startswith(("bundle:", "smoke test"))],
             "error": None if passed else tail(res),
-            "target": {**target, "rootfs": str(rootfs), "qemu_cpu": qemu_cpu, "rootfs_reused": stamp["reused"]},
+            "target": {**target, "rootfs": str(rootfs), "suite": release.suite, "qemu_cpu": qemu_cpu, "rootfs_reused": stamp["reused"]},
             "wall_clock_s": round(time.monotonic() - start, 1)}
 
 
@@ -73,7 +74,7 @@ def main(args) -> int:
     """`edge pi-check --bundle FILE` (args parsed by check.main): one PASS/FAIL line, report.json, exit 0/1/2."""
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     report, code = guarded(lambda: check_bundle(Path(args.bundle), log, args.rootfs, args.qemu_cpu, args.mirror,
-                                                args.rebuild, args.keep))
+                                                args.rebuild, args.keep, args.release))
     if report is None:
         return code
     out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / "pi-check-bundle"

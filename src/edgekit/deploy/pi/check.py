@@ -1,4 +1,4 @@
-"""`make pi-check`: prove edgekit-runtime on a Raspberry Pi OS userland (Debian bookworm arm64) under emulation.
+"""`make pi-check`: prove edgekit-runtime on a Raspberry Pi OS userland (Debian bookworm or trixie, arm64) under emulation.
 
     edge pi-check --export DIR --images 200 --out DIR [--rootfs DIR]
 
@@ -153,13 +153,14 @@ def artifact_entries(export: Path, formats: Sequence[str]) -> Dict[str, dict]:
     return {f: entries[f] for f in formats}
 
 
-def build_wheels(dest: Path, log) -> dict:
-    """The offline Pi user's downloads, on this machine: aarch64 cp311 wheels plus the edgekit-runtime wheel."""
-    pip, plats, info = [sys.executable, "-m", "pip"], rf.platform_args(rf.manylinux_platforms()), {}
-    res = run(rf.download_cmd(pip, str(dest), rf.MAIN_PACKAGES, str(constraints_file()), plats), log)
+def build_wheels(dest: Path, log, release: rf.platforms.OsRelease = rf.BOOKWORM) -> dict:
+    """The offline Pi user's downloads, on this machine: aarch64 wheels for the release's CPython (cp311 on
+    bookworm, cp313 on trixie) plus the edgekit-runtime wheel."""
+    pip, plats, info = [sys.executable, "-m", "pip"], rf.platform_args(rf.manylinux_platforms(release.glibc)), {}
+    res = run(rf.download_cmd(pip, str(dest), rf.MAIN_PACKAGES, str(constraints_file()), plats, release.python), log)
     if res.returncode != 0:
         raise rf.PiCheckError(f"pip download of the aarch64 wheels failed: {tail(res)}")
-    res = run(rf.download_cmd(pip, str(dest), rf.TFLITE_PACKAGES, None, plats), log)
+    res = run(rf.download_cmd(pip, str(dest), rf.TFLITE_PACKAGES, None, plats, release.python), log)
     info["tflite_download"] = "ok" if res.returncode == 0 else tail(res)
     try:
         runtime_wheel(dest)
@@ -213,7 +214,7 @@ def check(args, log) -> dict:
         raise rf.PiCheckError(problem)
     rootfs = Path(args.rootfs).absolute()
     with contextlib.ExitStack() as stack:
-        stamp, work = prepared_rootfs(stack, rootfs, log, args.mirror, args.rebuild, args.keep)
+        stamp, work = prepared_rootfs(stack, rootfs, log, args.mirror, args.rebuild, args.keep, args.release)
         report = _run(args, log, stack, rootfs, work, export, data, engines, formats, entries, labels)
     report["target"]["rootfs_reused"] = stamp["reused"]
     report["wall_clock_s"] = {"rootfs_build": stamp.get("build_seconds"), "this_check": round(time.monotonic() - start, 1),
@@ -226,7 +227,7 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
     for sub in ("wheels", "images"):
         (work / sub).mkdir(parents=True)
     shutil.copytree(export, work / "export")
-    wheels = build_wheels(work / "wheels", log)
+    wheels = build_wheels(work / "wheels", log, args.release)
     by_class = read_test_images(data)
     picked = select_images(by_class, args.images, args.seed)
     names = []
@@ -295,7 +296,7 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
             c: sum(1 for k, _ in picked if k == c) for c in sorted(by_class)}},
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "libc": " ".join(platform.libc_ver()), "edge_run": {k: str(v) for k, v in runners.items()}},
-        "target": {**target, "rootfs": str(rootfs), "suite": rf.SUITE, "qemu_cpu": args.qemu_cpu,
+        "target": {**target, "rootfs": str(rootfs), "suite": args.release.suite, "qemu_cpu": args.qemu_cpu,
                    "cpuinfo": f"{rf.PI_CPUS[args.qemu_cpu][0]}-style /proc/cpuinfo bound over the host's x86 one"},
         "wheels": wheels, "engines": results, "commands": rf.user_commands(),
     }
@@ -308,7 +309,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--images", type=int, default=200, help="CIFAR-10 test images, class-balanced (default 200)")
     p.add_argument("--out", help="directory for report.json, report.md and probabilities/ (with --bundle: "
                    "report.json only; default beside the bundle)")
-    p.add_argument("--rootfs", default=str(rf.default_rootfs()), help="cached arm64 rootfs (default %(default)s)")
+    p.add_argument("--os", default=rf.platforms.DEFAULT_OS, choices=sorted(rf.platforms.RELEASES),
+                   help="the Raspberry Pi OS release to stand in for: bookworm (Debian 12, Python 3.11) or trixie "
+                        "(Debian 13, Python 3.13) (default %(default)s)")
+    p.add_argument("--rootfs", help="cached arm64 rootfs (default: pi-rootfs[-OS] in the edgekit cache)")
     p.add_argument("--data", default=os.environ.get("EDGE_CIFAR10") or "../shared/datasets/cifar10-jpeg.tar.gz",
                    help="CIFAR-10 JPEG archive with test/<class>/*.jpg (default $EDGE_CIFAR10)")
     p.add_argument("--engines", default="litert,onnx,tflite", help="engine extras to install (default %(default)s)")
@@ -320,6 +324,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the rootfs even if a cached one is complete")
     p.add_argument("--keep", action="store_true", help=f"keep {WORKDIR} (venvs, wheels) inside the rootfs")
     args = p.parse_args(argv)
+    args.release = rf.platforms.RELEASES[args.os]
+    args.rootfs = args.rootfs or str(rf.default_rootfs(args.os))
     if args.bundle:
         from edgekit.deploy.pi.bundle_check import main as bundle_main
         return bundle_main(args)

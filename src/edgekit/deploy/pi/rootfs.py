@@ -1,8 +1,8 @@
-"""The arm64 Debian bookworm userland of `make pi-check`: prerequisites, cached rootfs, chroot mounts, commands.
+"""The arm64 Debian userland of `make pi-check`: prerequisites, cached rootfs, chroot mounts, commands.
 
-Raspberry Pi OS (bookworm, 64-bit) is Debian bookworm on arm64 with Python 3.11 and glibc 2.36; a
-debootstrapped root filesystem run through qemu-user-static's binfmt entry is the same userland on a
-PC. The command builders here are the single source of the commands the README tells a Pi user to
+Raspberry Pi OS (64-bit) is Debian on arm64: bookworm (Debian 12, Python 3.11, glibc 2.36) or, since late 2025,
+trixie (Debian 13, Python 3.13, glibc 2.41); a debootstrapped root filesystem of that release run through
+qemu-user-static's binfmt entry is the same userland on a PC (platforms.RELEASES; --os picks one). The command builders here are the single source of the commands the README tells a Pi user to
 type (tests/test_pi_check.py checks that the README shows them), so the check runs exactly those.
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from edgekit import platforms
 
-SUITE, ARCH, VARIANT = "bookworm", "arm64", "minbase"
+SUITE, ARCH, VARIANT = platforms.DEFAULT_OS, "arm64", "minbase"
 INCLUDE = ("python3", "python3-venv", "python3-pip")
 MIRROR = "http://deb.debian.org/debian"
-PYTHON_VERSION = "3.11"          # bookworm's python3, as on Raspberry Pi OS bookworm
-GLIBC = platforms.BOOKWORM_GLIBC
+BOOKWORM = platforms.RELEASES["bookworm"]
+PYTHON_VERSION = BOOKWORM.python  # the README's commands are bookworm's
+GLIBC = BOOKWORM.glibc
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_ENTRY = "qemu-aarch64"
 STAMP = ".edgekit-rootfs.json"
@@ -87,12 +88,12 @@ platform_args = platforms.platform_args
 
 
 def download_cmd(pip: Sequence[str], dest: str, packages: Sequence[str], constraints: Optional[str],
-                 platforms: Sequence[str]) -> List[str]:
-    """pip download of aarch64 wheels for CPython 3.11, on any machine with internet (an offline Pi's PC).
+                 platforms: Sequence[str], python: str = PYTHON_VERSION) -> List[str]:
+    """pip download of aarch64 wheels for the release's CPython, on any machine with internet (an offline Pi's PC).
 
     `platforms` are the arguments naming the platforms: platform_args(manylinux_platforms()), or the
     README's ["$PLATFORMS"]."""
-    cmd = [*pip, "download", *platforms, "--python-version", PYTHON_VERSION, "--only-binary=:all:"]
+    cmd = [*pip, "download", *platforms, "--python-version", python, "--only-binary=:all:"]
     if constraints:
         cmd += ["-c", constraints]
     return cmd + ["--dest", dest, *packages]
@@ -116,9 +117,9 @@ def predict_cmd(edge_run: str, export: str, fmt: str, images: Sequence[str], top
     return cmd + ["--top-k", str(top_k), "--json"] if top_k else cmd
 
 
-def debootstrap_cmd(target: str, mirror: str = MIRROR) -> List[str]:
+def debootstrap_cmd(target: str, mirror: str = MIRROR, suite: str = SUITE) -> List[str]:
     return ["debootstrap", f"--arch={ARCH}", f"--variant={VARIANT}", f"--include={','.join(INCLUDE)}",
-            SUITE, target, mirror]
+            suite, target, mirror]
 
 
 MAIN_PACKAGES = ("numpy", "pillow", "ai-edge-litert", "onnxruntime")   # pinned by constraints.txt
@@ -276,14 +277,14 @@ def chroot_mounts(root: Path, qemu_cpu: Optional[str] = None) -> Iterator[List[s
 
 
 # ------------------------------------------------------------------------ rootfs
-def default_rootfs() -> Path:
+def default_rootfs(suite: str = SUITE) -> Path:
     base = os.environ.get("EDGE_CACHE_DIR") or Path.home() / ".cache" / "edgekit"
-    return Path(base).expanduser() / "pi-rootfs"
+    return Path(base).expanduser() / ("pi-rootfs" if suite == SUITE else f"pi-rootfs-{suite}")
 
 
-def stamp_matches(stamp: dict) -> bool:
+def stamp_matches(stamp: dict, suite: str = SUITE) -> bool:
     return (stamp.get("suite"), stamp.get("arch"), stamp.get("variant"), tuple(stamp.get("include", ()))) == \
-        (SUITE, ARCH, VARIANT, INCLUDE)
+        (suite, ARCH, VARIANT, INCLUDE)
 
 
 def read_stamp(rootfs: Path) -> Optional[dict]:
@@ -293,7 +294,8 @@ def read_stamp(rootfs: Path) -> Optional[dict]:
         return None
 
 
-def ensure_rootfs(rootfs: Path, log: Callable[[str], None], mirror: str = MIRROR, rebuild: bool = False) -> dict:
+def ensure_rootfs(rootfs: Path, log: Callable[[str], None], mirror: str = MIRROR, rebuild: bool = False,
+                  release: platforms.OsRelease = BOOKWORM) -> dict:
     """Reuse the cached rootfs when complete, else debootstrap one into a temporary sibling and rename it in.
 
     Only a finished build carries the stamp file, so an interrupted one is never reused; its directory
@@ -301,7 +303,7 @@ def ensure_rootfs(rootfs: Path, log: Callable[[str], None], mirror: str = MIRROR
     """
     rootfs = Path(rootfs).absolute()
     stamp = None if rebuild else read_stamp(rootfs)
-    if stamp and stamp_matches(stamp):
+    if stamp and stamp_matches(stamp, release.suite):
         return {**stamp, "reused": True, "seconds": 0.0}
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     for stale in rootfs.parent.glob(f"{rootfs.name}.tmp-*"):
@@ -309,8 +311,8 @@ def ensure_rootfs(rootfs: Path, log: Callable[[str], None], mirror: str = MIRROR
         safe_rmtree(stale)
     tmp = rootfs.parent / f"{rootfs.name}.tmp-{os.getpid()}"
     build_log = rootfs.parent / f"{rootfs.name}-build.log"
-    cmd = debootstrap_cmd(str(tmp), mirror)
-    log(f"building the arm64 rootfs (about 4 minutes; log {build_log}): " + " ".join(cmd))
+    cmd = debootstrap_cmd(str(tmp), mirror, release.suite)
+    log(f"building the arm64 {release.suite} rootfs (about 4 minutes; log {build_log}): " + " ".join(cmd))
     start = time.monotonic()
     try:
         with open(build_log, "w") as out:
@@ -321,10 +323,10 @@ def ensure_rootfs(rootfs: Path, log: Callable[[str], None], mirror: str = MIRROR
         check = run_group(["chroot", str(tmp), "python3", "-c", "import venv, ensurepip, sys; "
                                 "print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True,
                                env=chroot_env(None))
-        if check.returncode != 0 or check.stdout.strip() != PYTHON_VERSION:
-            raise PiCheckError(f"the new rootfs cannot run python3 {PYTHON_VERSION}: "
+        if check.returncode != 0 or check.stdout.strip() != release.python:
+            raise PiCheckError(f"the new rootfs cannot run python3 {release.python}: "
                                f"{(check.stderr or check.stdout).strip()[-200:]}")
-        stamp = {"suite": SUITE, "arch": ARCH, "variant": VARIANT, "include": list(INCLUDE), "mirror": mirror,
+        stamp = {"suite": release.suite, "arch": ARCH, "variant": VARIANT, "include": list(INCLUDE), "mirror": mirror,
                  "python": check.stdout.strip(), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "build_seconds": round(time.monotonic() - start, 1)}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")

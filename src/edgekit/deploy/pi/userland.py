@@ -76,7 +76,8 @@ def target_info(chroot: Path, env) -> dict:
     return json.loads(res.stdout)
 
 
-def prepared_rootfs(stack: contextlib.ExitStack, rootfs: Path, log, mirror: str, rebuild: bool, keep: bool):
+def prepared_rootfs(stack: contextlib.ExitStack, rootfs: Path, log, mirror: str, rebuild: bool, keep: bool,
+                    release: rf.platforms.OsRelease = rf.BOOKWORM):
     """(stamp, empty work dir): the rootfs locked for the stack's life and built if needed; the work dir wiped
     now and, unless `keep`, when the stack closes."""
     rootfs.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def prepared_rootfs(stack: contextlib.ExitStack, rootfs: Path, log, mirror: str,
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise rf.PiCheckError(f"another pi-check is using {rootfs}") from None
-    stamp = rf.ensure_rootfs(rootfs, log, mirror, rebuild)
+    stamp = rf.ensure_rootfs(rootfs, log, mirror, rebuild, release)
     log(f"rootfs: {rootfs} (" + ("reused" if stamp["reused"] else f"built in {stamp['seconds']:.0f} s") + ")")
     work = rootfs / WORKDIR.lstrip("/")
     rf.safe_rmtree(work)
