@@ -162,7 +162,7 @@ def device_requirements(extras: Sequence[str], python: str, machine: str,
         reqs = [Requirement(r) for r in metadata.requires("edgekit-runtime") or []]
         known = set(metadata.metadata("edgekit-runtime").get_all("Provides-Extra") or [])
     except metadata.PackageNotFoundError:
-        raise RemoteError("edgekit-runtime is not installed here (pip install -e ./runtime).") from None
+        raise RemoteError("edgekit-runtime is not installed here (pip install edgekit-runtime, or pip install -e ./runtime in a clone).") from None
     unknown = [e for e in extras if e not in known]
     if unknown:
         raise RemoteError(f"unknown runtime extra(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}.")
@@ -186,7 +186,7 @@ def _runtime_source() -> Path:
     import importlib.util
     spec = importlib.util.find_spec("edgekit_runtime")
     if spec is None or not spec.submodule_search_locations:
-        raise RemoteError("the edgekit_runtime package is not importable here (pip install -e ./runtime).")
+        raise RemoteError("the edgekit_runtime package is not importable here (pip install edgekit-runtime, or pip install -e ./runtime in a clone).")
     return Path(list(spec.submodule_search_locations)[0])
 
 
