@@ -40,12 +40,25 @@ def test_train_help_convert_and_bench_print_no_tensorflow_log_lines(tiny_run, tm
     steps = [["train", "--help"],
              ["convert", str(run), "--formats", "tflite-fp32,tflite-int8", "--calib-samples", "12", "--val-samples", "6"],
              ["bench", str(run), "--runs", "3", "--warmup", "1", "--threads", "1"]]
+    results = []
     for args in steps:
         done = _edge(args, tmp_path)
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
         logged = [line for line in (done.stdout + done.stderr).splitlines() if line.lstrip().startswith(TF_PREFIXES)]
         assert logged == [], (args, logged)
+        results.append(done.stdout)
     assert (run / "bench" / "report.json").is_file()
+    # stdout holds each command's result alone, whatever the libraries print while it works
+    assert results[1:] == [f"{run / 'export'}\n", f"{run / 'bench' / 'report.json'}\n"]
+
+
+@pytest.mark.tf
+def test_train_prints_its_run_directory_alone_on_stdout(tiny_folder, tmp_path):
+    done = _edge(["train", "--data", str(tiny_folder), "--preset", "resnet8", "--epochs", "1", "--batch-size", "16",
+                  "--out", str(tmp_path / "run")], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"{tmp_path / 'run'}\n"
+    assert "test top-1" in done.stderr   # the story of the run stays on stderr
 
 
 def test_quiet_import_replays_what_is_not_noise(tmp_path):

@@ -61,6 +61,13 @@ def _stdout():
     return Console(width=None if sys.stdout.isatty() else 140)
 
 
+def _working():
+    """While a command works, anything printed goes to stderr (Keras' epoch lines, libraries' prints), so that
+    stdout holds the command's result alone."""
+    import contextlib
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def _fail(exc: EdgeError) -> None:
     from rich.markup import escape
     console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -110,7 +117,8 @@ def train(
         from edgekit.resources import config_file
         cfg = build_config(None if resume or config is None else config_file(config), {} if resume else overrides)
         from edgekit.train.run import train as run_train
-        path = run_train(cfg, out, resume=resume, started=STARTED)
+        with _working():
+            path = run_train(cfg, out, resume=resume, started=STARTED)
     except EdgeError as exc:
         _fail(exc)
     if path is None:
@@ -129,7 +137,8 @@ def evaluate(
     """Recompute test metrics of a trained run (updates RUN_DIR/metrics.json)."""
     try:
         from edgekit.train.evaluate import evaluate as run_evaluate
-        report = run_evaluate(run_dir, data, tta=tta)
+        with _working():
+            report = run_evaluate(run_dir, data, tta=tta)
     except EdgeError as exc:
         _fail(exc)
     _stdout().print(f"test top-1 [bold]{report['top1']:.2%}[/] on {report['images']:,} images, macro F1 {report['macro_f1']:.3f}")
@@ -214,7 +223,8 @@ def convert(
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
                             select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad, min_agreement=min_agreement,
                             explain=explain)
-        report = run_convert(cfg)
+        with _working():
+            report = run_convert(cfg)
     except EdgeError as exc:
         _fail(exc)
     console.print(manifest.table(report.entries, title=f"{report.out_dir}"))
@@ -278,7 +288,8 @@ def bench(
         cfg.check()
         from edgekit.benchmarks.report.table import console_table
         from edgekit.benchmarks.run import bench as run_bench
-        result = run_bench(cfg)
+        with _working():
+            result = run_bench(cfg)
     except EdgeError as exc:
         _fail(exc)
     console.print(console_table(result.report, title=str(result.out_dir)))
@@ -358,9 +369,10 @@ def pack(
     platform, install.sh (offline pip install) and a smoke test, with every file's sha256."""
     from edgekit.deploy.pack import pack as run_pack
     try:
-        done = run_pack(PackConfig(run_dir=run_dir, format=format, target=target, os=os, python=python, engine=engine, out=out,
-                                   force=force, wheels=wheels, device=device, samples=samples, data=data, sign=sign,
-                                   signer=signer))
+        with _working():
+            done = run_pack(PackConfig(run_dir=run_dir, format=format, target=target, os=os, python=python,
+                                       engine=engine, out=out, force=force, wheels=wheels, device=device,
+                                       samples=samples, data=data, sign=sign, signer=signer))
     except EdgeError as exc:
         _fail(exc)
     console.print(f"[bold green]packed[/] {_esc(done.path)} ({done.size_bytes / 1e6:.1f} MB, {done.seconds:.0f} s): "
