@@ -9,9 +9,10 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from edgekit.benchmarks.report.fields import as_dict, as_list, headline_entry, num, stat, threads_text
 from edgekit.status import LEGEND
-from edgekit.benchmarks.report.html_format import (KIND_HELP, badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size,
-                                            status_of, table, td)
+from edgekit.benchmarks.report.html_format import (badge, e, f_macs, f_ms, f_num, f_pct, f_s, f_size, status_of,
+                                            table, td)
 from edgekit.benchmarks.report.schema import Report, Row
+from edgekit.benchmarks.report.table import SPECS
 
 
 def highlights(rows: List[Row], several: bool, recommended: List[dict] = ()) -> str:
@@ -127,29 +128,8 @@ def device_cards(devices: List[dict]) -> str:
 
 
 # -------------------------------------------------------------------------------------- main table
-
-MAIN_COLS = [
-    # key, header, css, tooltip
-    ("status", "Status", "", ""),
-    ("name", "Artifact", "", ""),
-    ("device", "Device", "", ""),
-    ("engine", "Engine", "", ""),
-    ("size", "Size", "num", "file size"),
-    ("macs", "MACs", "num", "multiply-accumulates per image"),
-    ("top1", "Top-1", "num", "top-1 accuracy on the test split"),
-    ("top5", "Top-5", "num", "top-5 accuracy on the test split"),
-    ("agree", "Agree", "num", "top-1 agreement with the Keras model"),
-    ("setting", "Thr×batch", "num", "threads × batch of the headline latency setting"),
-    ("p50", "p50 ms", "num", "runtime predict() latency per call, headline setting"),
-    ("p90", "p90 ms", "num", "runtime predict() latency per call, headline setting"),
-    ("p99", "p99 ms", "num", "runtime predict() latency per call, headline setting"),
-    ("e2e", "e2e p50 ms", "num", KIND_HELP["e2e"]),
-    ("ips", "img/s", "num", "throughput of predict() at the headline setting"),
-    ("cold", "Cold start", "num", "process start → first prediction (imports, model load, first inference)"),
-    ("rss", "Peak RSS", "num", "peak resident memory of the benchmark process"),
-    ("overhead", "Overhead", "num", "runtime predict() p50 over the bare interpreter invoke() p50"),
-    ("reason", "Note", "", ""),
-]
+# the main table's columns, in table.SPECS' order: (key, header, css, tooltip)
+MAIN_COLS = [(c.html, c.html_header, "num" if c.number else "", c.tip) for c in SPECS]
 
 
 def _cells(row: Row) -> Dict[str, Tuple[str, Optional[float]]]:

@@ -2,7 +2,7 @@
 are and which align right, and the console's choice of them."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 from edgekit.benchmarks.report.fields import headline_entry
 from edgekit.benchmarks.report.schema import Report, Row
@@ -38,10 +38,40 @@ def summary_cells(row: Row) -> Dict[str, str]:
             "note": row.get("reason") or ""}
 
 
-COLUMNS = ["status", "artifact", "device", "engine", "size", "MACs", "top-1", "top-5", "agree", "threads×batch",
-           "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50", "overhead", "cold s", "RSS MB", "note"]
-RIGHT = {"size", "MACs", "top-1", "top-5", "agree", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50", "overhead",
-         "cold s", "RSS MB", "threads×batch"}
+class Column(NamedTuple):
+    """One column of the main table, for every renderer: its cell (summary_cells' key, the console's and
+    Markdown's header), the HTML table's key and header, whether it holds a number (right-aligned), its tooltip."""
+    cell: str
+    html: str
+    html_header: str
+    number: bool
+    tip: str = ""
+
+
+_LATENCY = "runtime predict() latency per call, headline setting"
+SPECS = [
+    Column("status", "status", "Status", False),
+    Column("artifact", "name", "Artifact", False),
+    Column("device", "device", "Device", False),
+    Column("engine", "engine", "Engine", False),
+    Column("size", "size", "Size", True, "file size"),
+    Column("MACs", "macs", "MACs", True, "multiply-accumulates per image"),
+    Column("top-1", "top1", "Top-1", True, "top-1 accuracy on the test split"),
+    Column("top-5", "top5", "Top-5", True, "top-5 accuracy on the test split"),
+    Column("agree", "agree", "Agree", True, "top-1 agreement with the Keras model"),
+    Column("threads×batch", "setting", "Thr×batch", True, "threads × batch of the headline latency setting"),
+    Column("p50 ms", "p50", "p50 ms", True, _LATENCY),
+    Column("p90 ms", "p90", "p90 ms", True, _LATENCY),
+    Column("p99 ms", "p99", "p99 ms", True, _LATENCY),
+    Column("img/s", "ips", "img/s", True, "throughput of predict() at the headline setting"),
+    Column("e2e p50", "e2e", "e2e p50 ms", True, "JPEG decode → resize → normalise → run → top-k"),
+    Column("overhead", "overhead", "Overhead", True, "runtime predict() p50 over the bare interpreter invoke() p50"),
+    Column("cold s", "cold", "Cold start", True, "process start → first prediction (imports, model load, first inference)"),
+    Column("RSS MB", "rss", "Peak RSS", True, "peak resident memory of the benchmark process"),
+    Column("note", "reason", "Note", False),
+]
+COLUMNS = [c.cell for c in SPECS]
+RIGHT = {c.cell for c in SPECS if c.number}
 
 
 # The console gets the columns that decide which artifact ships; report.md/.html have them all.
