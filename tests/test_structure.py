@@ -114,3 +114,32 @@ def test_one_parser_reads_format_names_for_every_command():
     # the commands call it, none splits names itself
     for module in ("convert/formats.py", "benchmarks/run.py", "deploy/pi/check.py"):
         assert "parse_names(" in (ROOT / "src/edgekit" / module).read_text()
+
+
+# what an import inside a function may be keeping out of a light path (`edge --help`, the fast tier, a device)
+HEAVY = ("tensorflow", "tf_keras", "tensorflow_hub", "tensorflow_model_optimization", "tf2onnx", "onnx", "onnxruntime",
+         "onnx2tf", "onnx_graphsurgeon", "ai_edge_litert", "tflite_runtime", "PIL", "matplotlib", "keras", "torch")
+
+
+def test_edgekit_modules_are_imported_inside_functions_only_to_keep_heavy_libraries_out():
+    """An edgekit module imported inside a function instead of at the top must lead to a heavy library (TensorFlow,
+    ONNX, Pillow, matplotlib, ...): anything else belongs at the top, where circles show."""
+    import ast
+    full = grimp.build_graph("edgekit", "edgekit_runtime", include_external_packages=True)
+    heavy = [h for h in HEAVY if h in full.modules]
+
+    def heavy_behind(module):
+        return module in full.modules and any(full.chain_exists(importer=module, imported=h) for h in heavy)
+
+    light = []
+    for path in sorted((ROOT / "src" / "edgekit").rglob("*.py")):
+        if path.relative_to(ROOT) in STANDALONE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("edgekit", "edgekit_runtime"):
+                    modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                    if not any(heavy_behind(m) for m in modules):
+                        light.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+    assert light == []

@@ -20,6 +20,10 @@ from edgekit.convert.config import ConvertConfig
 from edgekit.deploy.config import PackConfig
 from edgekit.train.config import TrainConfig
 from edgekit.train.presets import PRESETS
+from edgekit.resources import config_file
+from edgekit.benchmarks.config import parse_ints
+from edgekit.resources import shipped_configs, summary as first_line
+from edgekit.train.summary import COLUMNS, find_runs, markdown as to_markdown, summarize
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Train, convert, run and benchmark image classifiers for small CPUs (Raspberry Pi and the like).")
@@ -114,7 +118,6 @@ def train(
         given = sorted(k for k, v in overrides.items() if v is not None)
         if resume and (given or config):
             console.print(f"note: --resume continues with the run's saved config.yaml; ignoring {', '.join(given) or '--config'}.")
-        from edgekit.resources import config_file
         cfg = build_config(None if resume or config is None else config_file(config), {} if resume else overrides)
         from edgekit.train.run import train as run_train
         with _working():
@@ -276,7 +279,6 @@ def bench(
     Exit codes: 0 every row ✅, 3 some row ❎/❌, 4 regression against --baseline, 2 bad input or an unusable --host
     (local results are still written).
     """
-    from edgekit.benchmarks.config import parse_ints
     try:
         cfg = BenchConfig(run_dir=run_dir, formats=formats, samples=samples, threads=parse_ints(threads, "--threads"),
                           batch=parse_ints(batch, "--batch") or (1,), runs=runs, warmup=warmup, min_time=min_time,
@@ -425,7 +427,6 @@ def predict(
 def presets():
     """List the model presets with their default input size, weights and normalisation."""
     from rich.table import Table
-    from edgekit.train.presets import PRESETS
     table = Table()
     table.add_column("preset", no_wrap=True)
     for name in ("size", "weights", "order", "scale / offset", "what"):
@@ -440,7 +441,6 @@ def presets():
 def configs():
     """List the recipes that ship with edgekit (train one with `edge train -c NAME`)."""
     from rich.table import Table
-    from edgekit.resources import shipped_configs, summary as first_line
     table = Table()
     table.add_column("name", no_wrap=True)
     table.add_column("what")
@@ -456,7 +456,6 @@ def summary(
 ):
     """One row per finished run: model, input size, phases, test top-1, training time, feature-cache use."""
     from rich.table import Table
-    from edgekit.train.summary import COLUMNS, find_runs, markdown as to_markdown, summarize
     found = find_runs(runs or [Path("runs")])
     if not found:
         _fail(EdgeError(f"no finished runs (directories with metrics.json) in {', '.join(map(str, runs or ['runs']))}."))

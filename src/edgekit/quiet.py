@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import warnings
+from edgekit_runtime.native import quiet_native_stderr
 
 # Lines TensorFlow prints on every start on a CPU-only machine; none of them asks the user to act.
 NOISE = re.compile(r"absl::InitializeLog|\] oneDNN custom operations|cudart_stub|cuda_platform|cuInit|"
@@ -59,7 +60,6 @@ class _CapturingLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        from edgekit_runtime.native import quiet_native_stderr
         keep = lambda line: bool(line.strip()) and not NOISE.search(line)  # noqa: E731
         captured: list = []
         try:

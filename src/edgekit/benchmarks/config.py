@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from edgekit.errors import EdgeError
+from edgekit.benchmarks.remote.fleet import devices
 
 
 @dataclass
@@ -49,7 +50,6 @@ class BenchConfig:
         return self.hosts[0] if self.hosts else (str(self.hosts_file) if self.hosts_file else None)
 
     def devices(self):
-        from edgekit.benchmarks.remote.fleet import devices
         return devices(self.hosts, self.hosts_file, self.port)
 
     def check(self) -> None:

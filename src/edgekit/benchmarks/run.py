@@ -32,6 +32,8 @@ from edgekit_runtime.image import is_enlargement
 from edgekit_runtime.exits import Exit
 from edgekit.layout import RunLayout
 from edgekit.convert.formats import parse_names
+from edgekit.benchmarks.remote.fleet import each
+from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, run_remote
 
 
 @dataclass
@@ -178,8 +180,6 @@ def _remote_all(cfg: BenchConfig, remote, ctx: "rp.Context", runnable, export: P
                 work: Path) -> List[Tuple[List[dict], Optional[dict], Optional[str]]]:
     """Every device at once (at most cfg.parallel), each exactly as a single --host: the same plan, measurements and
     cleanup. A device that fails is a row per artifact with its reason; the others are still measured."""
-    from edgekit.benchmarks.remote.fleet import each
-    from edgekit.benchmarks.remote.session import RemoteError, RemoteOptions, run_remote
     pos = np.sort(balanced_indices(ctx.y, min(cfg.device_samples, len(idx)), cfg.seed + 3))
     y = ctx.y[pos]
     plan = write_plan(work / "device", runnable, export, dataset.test.x[idx[pos]], y, cfg, _latency_picks(y, cfg))

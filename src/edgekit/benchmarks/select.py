@@ -18,6 +18,7 @@ from edgekit.convert.manifest import PASSED, SYMBOLS
 from edgekit.errors import EdgeError
 from edgekit.benchmarks.report.schema import Report, Row
 from edgekit.layout import REPORT_JSON, RunLayout
+from edgekit.atomic import write_json as atomic_write
 
 # metric name → (what it is, how to read it from a row, unit)
 METRICS = {
@@ -206,7 +207,6 @@ def _rank(cands: List[Candidate], metric: str, several: bool = False) -> None:
 
 
 def write_json(selection: Selection, path: Path) -> None:
-    from edgekit.atomic import write_json as atomic_write
     atomic_write(Path(path), selection.to_dict())
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from edgekit.errors import EdgeError
 from edgekit.convert.formats import Format
 from edgekit_runtime import PreprocessSpec
+from edgekit.helpers import file_digest
 
 if TYPE_CHECKING:  # calibration imports TensorFlow; keep this module light for the CLI's early checks
     from edgekit.convert.calibration import Images
@@ -65,7 +66,6 @@ class ExportContext:
 def _onnx_as_keras(ref, digest: str) -> Any:
     from edgekit.convert import onnx_to_tf
     from edgekit.convert.source import _wrap_saved_model
-    from edgekit.helpers import file_digest
     try:
         folder = onnx_to_tf.saved_model(ref.path, digest or file_digest(ref.path))
         return _wrap_saved_model(folder, ref.path.stem)

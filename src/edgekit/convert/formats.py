@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from edgekit.errors import EdgeError
 from edgekit.helpers import did_you_mean
+from edgekit.convert.onnx_to_tf import missing
 
 INT8_OPS = "TFLITE_BUILTINS_INT8"
 INT16X8_OPS = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
@@ -50,7 +51,6 @@ class Format:
             return (f"{self.name} trains the Keras model it is made from; an ONNX source has none: use tflite-int8 "
                     "(calibrated) or onnx-int8.")
         if source_kind == "onnx" and self.suffix == ".tflite":
-            from edgekit.convert.onnx_to_tf import missing
             why = missing()
             return f"{self.name} from an ONNX model needs {why}." if why else None
         return None

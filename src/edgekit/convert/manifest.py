@@ -26,6 +26,8 @@ from edgekit.versions import package_versions
 from edgekit.convert.formats import Format
 from edgekit.convert.validate import FormatValidation
 from edgekit.layout import RunLayout
+from edgekit_runtime.tflite_meta import read_metadata
+from edgekit.convert.formats import FORMATS
 
 SCHEMA_VERSION = 1
 PASSED, OUTSIDE, FAILED = Status.PASSED.value, Status.OUTSIDE.value, Status.FAILED.value
@@ -105,7 +107,6 @@ def inspect_tflite(path: Path) -> dict:
                 "quantization": _quant(q.get("scales", []), q.get("zero_points", []))}
 
     ops = Counter(op["op_name"] for op in it._get_ops_details())
-    from edgekit_runtime.tflite_meta import read_metadata
     return {"inputs": [tensor(d) for d in it.get_input_details()],
             "outputs": [tensor(d) for d in it.get_output_details()],
             "ops": dict(sorted(ops.items())), "embedded_metadata": sorted(read_metadata(path))}
@@ -181,7 +182,6 @@ def merge(previous: Optional[Manifest], current: Manifest, out_dir: Path) -> Man
     done = {e["format"] for e in current["artifacts"]}
     kept = [e for e in previous.get("artifacts", []) if isinstance(e, dict) and e.get("format") not in done
             and (e.get("file") is None or (out_dir / e["file"]).is_file())]
-    from edgekit.convert.formats import FORMATS
     order = {name: i for i, name in enumerate(FORMATS)}
     return {**current, "artifacts": sorted(kept + current["artifacts"], key=lambda e: order.get(e["format"], len(order)))}
 

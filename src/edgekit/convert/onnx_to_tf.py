@@ -23,6 +23,7 @@ from typing import List, Optional
 
 from edgekit import cache
 from edgekit.errors import EdgeError
+from edgekit.progress import console, progress_bar
 
 CONVERT_TIMEOUT = 900   # seconds; generous: a 5 M-parameter model takes about 10 s on 2 cores
 CACHE_VERSION = "v2"    # v2: onnx2tf_child.prepare before onnx2tf, no onnx2tf .tflite files
@@ -40,7 +41,6 @@ def missing() -> Optional[str]:
 
 def saved_model(onnx_path: Path, digest: str, cache_dir: Optional[str] = None) -> Path:
     """The channels-last SavedModel onnx2tf makes of `onnx_path`; built once per file content."""
-    from edgekit.progress import console
     root = cache.cache_root("onnx2tf", cache_dir)
     entry = root / f"{digest[:32]}-{CACHE_VERSION}"
     if (entry / "saved_model.pb").is_file():
@@ -64,7 +64,6 @@ def saved_model(onnx_path: Path, digest: str, cache_dir: Optional[str] = None) -
 
 
 def _run_child(work: Path, out: Path, name: str) -> None:
-    from edgekit.progress import console, progress_bar
     # onnx2tf drives TensorFlow's Keras its own way; this process runs tf_keras (TF_USE_LEGACY_KERAS)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from edgekit.convert.source import Source
 
 from edgekit_runtime.exits import Exit
+from edgekit.convert.onnx_to_tf import missing
+from edgekit.convert.formats import FORMATS, suggest
 
 SEARCH_SAMPLES = 2000   # val-split images the mixed search scores on: ±0.16 pt of agreement near 99.5 %, not ±0.3
 
@@ -122,7 +124,6 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
     if source.kind == "onnx" and cfg.formats in (None, "default"):
         # the default set is what this kind of source can give; naming a TFLite format gets its ❌ row and reason
         formats = [f for f in formats if f.unsupported_reason("onnx") is None]
-        from edgekit.convert.onnx_to_tf import missing
         why = missing()
         console.print(f"an ONNX source: converting {', '.join(f.name for f in formats)} "
                       + (f"(no TFLite formats: {why})" if why else "(the TFLite formats through onnx2tf)"),
@@ -197,7 +198,6 @@ def _with_explained(cfg: ConvertConfig):
     """The formats asked for, with --explain's format added (alone when --formats is not given)."""
     if not cfg.explain:
         return cfg.formats
-    from edgekit.convert.formats import FORMATS, suggest
     name = cfg.explain.strip().lower()
     diagnosed = [n for n, f in FORMATS.items() if f.options.get("diagnose")]
     if name not in diagnosed:

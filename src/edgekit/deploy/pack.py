@@ -30,6 +30,9 @@ from edgekit.resources import constraints_file
 from edgekit_runtime.engines import ENGINES, engines_for
 from edgekit_runtime.artifacts import LABELS_FILE, MANIFEST_FILE, PREPROCESS_FILE
 from edgekit.layout import RunLayout
+from edgekit.convert.formats import FORMATS
+from edgekit.helpers import balanced_indices
+from edgekit_runtime.native import quiet_native_stderr
 
 MIN_MARGIN = 0.2   # sample images the artifact answers by at least this much: a device's kernels won't flip them
 
@@ -133,7 +136,6 @@ def inside(folder: Path, rel: str, what: str, run_dir: Path) -> Path:
 def choose_artifact(run_dir: Path, export: Path, manifest: dict, fmt: str, device: Optional[str]):
     """(manifest entry, why): a named format of the export, or the one `edge select` recommends."""
     from edgekit.convert.manifest import PASSED
-    from edgekit.convert.formats import FORMATS
     path = export / MANIFEST_FILE
     entries = manifest["artifacts"]
     by_name = {e["format"]: e for e in entries if isinstance(e.get("format"), str) and e.get("file")}
@@ -255,7 +257,6 @@ def write_samples(run_dir: Path, export: Path, manifest: dict, root: Path, model
 
     from edgekit.convert.calibration import load_images
     from edgekit.convert.source import open_source
-    from edgekit.helpers import balanced_indices
     from edgekit_runtime import Classifier
     source = open_source(run_dir, export, manifest, data, with_model=False)
     dataset = load_images(source, data)
@@ -265,7 +266,6 @@ def write_samples(run_dir: Path, export: Path, manifest: dict, root: Path, model
     count = min(len(test.y), 20 * n)
     order = balanced_indices(test.y, count, seed=0) if dataset.labeled else \
         np.sort(np.random.default_rng(0).permutation(len(test.y))[:count])
-    from edgekit_runtime.native import quiet_native_stderr
     with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
         clf = Classifier.load(root / "model" / model_file)
         probs = clf.predict(test.x[order])

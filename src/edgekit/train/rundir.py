@@ -25,6 +25,8 @@ from edgekit.train.metrics import classification_report
 from edgekit_runtime import PreprocessSpec
 from edgekit_runtime.errors import SpecError
 from edgekit.layout import MODEL, RUN_INFO, RunLayout
+from edgekit_runtime.artifacts import read_labels as read
+from edgekit_runtime.errors import ModelError
 
 if TYPE_CHECKING:
     from edgekit.train.config import TrainConfig
@@ -98,8 +100,6 @@ class RunDir:
 
 def read_labels(path: Path) -> List[str]:
     """The runtime's labels reader (one rule for every stage), plus: a trained classifier has two classes or more."""
-    from edgekit_runtime.artifacts import read_labels as read
-    from edgekit_runtime.errors import ModelError
     try:
         labels = read(Path(path))
     except ModelError as exc:

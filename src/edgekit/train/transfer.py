@@ -16,6 +16,7 @@ from edgekit.train.augment import parse_policy
 from edgekit.train.config import TrainConfig
 from edgekit.train.fit import PhaseState
 from edgekit.train.session import Session, fit
+from edgekit.train import budget
 
 
 def _weights_identity(cfg: TrainConfig, weights: str) -> str:
@@ -83,7 +84,6 @@ def top_on_activations(s: Session, built):
 def _fit_cache_to_budget(s: Session, frozen, key: Dict[str, object]) -> Dict[str, object]:
     """Time the frozen layers on a few batches; under a time budget, build fewer views when the configured ones
     would leave too little time to train, and refuse before building anything when even one view would."""
-    from edgekit.train import budget
     per_image = distribute.outside_strategy(activations.seconds_per_image, frozen, s.spec, s.data.train.x,
                                             s.cfg.batch_size)
     elapsed = time.perf_counter() - s.started

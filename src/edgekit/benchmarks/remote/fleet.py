@@ -9,6 +9,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from edgekit.benchmarks.remote.ssh import parse_target
 from edgekit.errors import EdgeError
+from edgekit.benchmarks.remote.session import RemoteError
 
 T = TypeVar("T")
 
@@ -40,7 +41,6 @@ def read_hosts_file(path: Path) -> List[Device]:
 
 
 def _device(text: str, name: Optional[str], where: str, port: Optional[int] = None) -> Device:
-    from edgekit.benchmarks.remote.session import RemoteError
     try:
         parse_target(text, port)
     except RemoteError as exc:

@@ -36,6 +36,7 @@ from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgekit.benchmarks.remote.ssh import RemoteError, SshClient, Target, parse_target
 from edgekit.resources import constraints_file
+from edgekit_runtime.engines import ENGINES, engines_for
 
 __all__ = ["RemoteError", "RemoteOptions", "run_remote", "extras_for_plan", "device_requirements"]
 
@@ -126,7 +127,6 @@ def _say(line: str) -> None:
 
 def extras_for_plan(plan: dict) -> List[str]:
     """The runtime extras (engines) a plan's artifacts need: an artifact's `engine`, else its file suffix."""
-    from edgekit_runtime.engines import ENGINES, engines_for
     extras: List[str] = []
     for art in plan.get("artifacts", []):
         engine = ENGINES.get(art.get("engine") or "")

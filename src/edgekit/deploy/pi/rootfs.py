@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from edgekit import platforms
+from edgekit.deploy.staging import temp_staging
 
 SUITE, ARCH, VARIANT = platforms.DEFAULT_OS, "arm64", "minbase"
 INCLUDE = ("python3", "python3-venv", "python3-pip")
@@ -257,7 +258,6 @@ def chroot_mounts(root: Path, qemu_cpu: Optional[str] = None) -> Iterator[List[s
     dev_null = root / "dev" / "null"
     has_nodes = dev_null.exists() and dev_null.is_char_device()
     done: List[str] = []
-    from edgekit.deploy.staging import temp_staging
     with temp_staging("pi-check-mounts-") as tmp:
         cpuinfo = None
         if qemu_cpu:
