@@ -398,3 +398,10 @@ def test_pack_takes_the_os_release_s_python_unless_told():
     assert PackConfig("r", os="trixie", python="3.12").device_python == "3.12"
     with pytest.raises(EdgeError, match="unknown --os 'jessie'"):
         PackConfig("r", os="jessie").check()
+
+
+def test_a_trixie_check_reports_trixie_s_commands():
+    from edgekit import platforms
+    pc_cmds = rf.user_commands(release=platforms.RELEASES["trixie"])["pc"]
+    assert "seq 17 41" in pc_cmds[0] and "--python-version 3.13" in pc_cmds[1]
+    assert rf.user_commands()["pc"][0] == rf.PLATFORMS_SHELL and "seq 17 36" in rf.PLATFORMS_SHELL

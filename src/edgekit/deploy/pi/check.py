@@ -298,7 +298,7 @@ def _run(args, log, stack, rootfs: Path, work: Path, export: Path, data: Path, e
                  "libc": " ".join(platform.libc_ver()), "edge_run": {k: str(v) for k, v in runners.items()}},
         "target": {**target, "rootfs": str(rootfs), "suite": args.release.suite, "qemu_cpu": args.qemu_cpu,
                    "cpuinfo": f"{rf.PI_CPUS[args.qemu_cpu][0]}-style /proc/cpuinfo bound over the host's x86 one"},
-        "wheels": wheels, "engines": results, "commands": rf.user_commands(),
+        "wheels": wheels, "engines": results, "commands": rf.user_commands(release=args.release),
     }
 
 

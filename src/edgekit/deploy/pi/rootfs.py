@@ -81,8 +81,12 @@ def manylinux_platforms(glibc=GLIBC) -> List[str]:
 
 
 # The README spells the platform list as this shell line; the test runs it and compares with manylinux_platforms().
-PLATFORMS_SHELL = ("PLATFORMS=\"--platform manylinux2014_aarch64 $(for v in $(seq 17 36); "
-                   "do printf -- '--platform manylinux_2_%s_aarch64 ' $v; done)\"")
+def platforms_shell(glibc=GLIBC) -> str:
+    return (f"PLATFORMS=\"--platform manylinux2014_aarch64 $(for v in $(seq 17 {glibc[1]}); "
+            "do printf -- '--platform manylinux_2_%s_aarch64 ' $v; done)\"")
+
+
+PLATFORMS_SHELL = platforms_shell()
 
 
 platform_args = platforms.platform_args
@@ -133,13 +137,15 @@ def sh(cmd: Sequence[str]) -> str:
     return " ".join(a if a == "$PLATFORMS" or re.fullmatch(r"[\w@%+=:,./~-]+", a) else shlex.quote(a) for a in cmd)
 
 
-def user_commands(wheels: str = "wheels", export: str = "export", home: str = "~") -> Dict[str, List[str]]:
-    """The README's "Running on a Raspberry Pi" commands: what the check runs, with a user's paths."""
+def user_commands(wheels: str = "wheels", export: str = "export", home: str = "~",
+                  release: platforms.OsRelease = BOOKWORM) -> Dict[str, List[str]]:
+    """The README's "Running on a Raspberry Pi" commands (bookworm's; a trixie check reports trixie's): what the
+    check runs, with a user's paths."""
     pip = ["pip"]
-    pc = [PLATFORMS_SHELL,
-          sh(download_cmd(pip, wheels, MAIN_PACKAGES, "src/edgekit/constraints.txt", ["$PLATFORMS"])),
+    pc = [platforms_shell(release.glibc),
+          sh(download_cmd(pip, wheels, MAIN_PACKAGES, "src/edgekit/constraints.txt", ["$PLATFORMS"], release.python)),
           sh(wheel_cmd(pip, "./runtime", wheels)),
-          sh(download_cmd(pip, wheels, TFLITE_PACKAGES, None, ["$PLATFORMS"]))]
+          sh(download_cmd(pip, wheels, TFLITE_PACKAGES, None, ["$PLATFORMS"], release.python))]
     pi = []
     for extra, fmt in PI_RUNS:
         venv = f"{home}/edgekit-{extra}"
