@@ -42,9 +42,10 @@ $(VENV)/.installed: pyproject.toml runtime/pyproject.toml $(CONSTRAINTS)
 	@# onnx2tf (ONNX -> TFLite for models brought as ONNX) pins TensorFlow 2.19 and numpy 1.26 exactly, yet runs
 	@# with this TensorFlow 2.21: installed without its pins
 	$(BIN)/pip install --quiet --no-deps -c $(CONSTRAINTS) onnx2tf onnx-graphsurgeon sng4onnx psutil
-	@# the device-side wheels of this machine, so that the tests pack and install a bundle without network
+	@# the device-side wheels of this machine (both engines: edge select may pick either), so that the tests pack and
+	@# install a bundle without network
 	$(BIN)/pip download --quiet --disable-pip-version-check -c $(CONSTRAINTS) --only-binary=:all: \
-		--dest $(VENV)/wheelhouse numpy pillow ai-edge-litert
+		--dest $(VENV)/wheelhouse numpy pillow ai-edge-litert onnxruntime
 	touch $@
 
 # Convert and bench exit 3 when an artifact is not ✅; the demo reports that and goes on to the next step.
