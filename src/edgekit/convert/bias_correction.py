@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +31,8 @@ class Target:
     bn: Optional[keras.layers.BatchNormalization]  # folded into the layer by the converter
     kernel: np.ndarray                              # float kernel as the converter quantizes it (BN folded)
     error: np.ndarray                               # Q(kernel) - kernel
+    factor: Any = 1.0                               # the BatchNorm scale folded in (per output channel), or 1
+    rounded: Optional[np.ndarray] = None            # GPTQ: the layer's own (unfolded) kernel to convert, on the grid
 
 
 def _kind(layer) -> Optional[str]:
@@ -83,12 +85,18 @@ def _target(layer) -> Optional[Target]:
     bn = _folding_bn(layer)
     if bn is None and not getattr(layer, "use_bias", False):
         return None  # nowhere to put a correction without changing the architecture
-    kernel = np.asarray(layer.depthwise_kernel if kind == "DepthwiseConv2D" else layer.kernel, np.float64)
+    kernel = np.asarray(_kernel(layer), np.float64)
+    factor: Any = 1.0
     if bn is not None:
         gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
         factor = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
-        kernel = kernel * (factor.reshape(kernel.shape[2:]) if kind == "DepthwiseConv2D" else factor)
-    return Target(layer, bn, kernel, fake_quant(kernel, kind) - kernel)
+        factor = factor.reshape(kernel.shape[2:]) if kind == "DepthwiseConv2D" else factor
+        kernel = kernel * factor
+    return Target(layer, bn, kernel, fake_quant(kernel, kind) - kernel, factor)
+
+
+def _kernel(layer):
+    return layer.depthwise_kernel if _kind(layer) == "DepthwiseConv2D" else layer.kernel
 
 
 def _targets(model) -> Dict[int, tuple]:
@@ -134,16 +142,13 @@ def _apply_error(t: Target, x: tf.Tensor) -> np.ndarray:
     return tf.reduce_sum(tf.cast(y, tf.float64), axis=0).numpy()
 
 
-def measure(model, batches) -> Dict[int, tuple]:
-    """{id(layer): (Target, shift)} with shift the mean output error per channel over the images."""
-    plan = _targets(model)
+def _each_input(model, plan, batches, fn) -> int:
+    """fn(target, its float input) for every target of every batch, nested models included; the image count."""
     probes = {}
     for key, (m, found, nested) in plan.items():
         # a nested model's .input is its own InputLayer; the tensor the outer graph feeds it is on its node
         wanted = [t.layer.get_input_at(0) for t in found] + [n._inbound_nodes[0].input_tensors for n in nested]
         probes[key] = keras.Model(m.inputs, wanted) if wanted else None
-    sums: Dict[int, np.ndarray] = {}
-    count = 0
 
     def run(m, x):
         key = id(m)
@@ -153,13 +158,50 @@ def measure(model, batches) -> Dict[int, tuple]:
         outs = probes[key](x, training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for t, inp in zip(found, outs[:len(found)]):
-            sums[id(t.layer)] = sums.get(id(t.layer), 0.0) + _apply_error(t, tf.cast(inp, tf.float64))
+            fn(t, inp)
         for n, inp in zip(nested, outs[len(found):]):
             run(n, inp)
 
-    for batch in batches:
+    count = 0
+    for batch in batches() if callable(batches) else batches:
         run(model, tf.convert_to_tensor(batch))
         count += len(batch)
+    return count
+
+
+def _round_gptq(plan, model, batches) -> int:
+    """Each target's error and new kernel from GPTQ rounding (rounding.py) instead of rounding to nearest."""
+    from edgekit.convert import rounding
+    h: Dict[int, np.ndarray] = {}
+
+    def add(t, inp):
+        kind = _kind(t.layer)
+        if rounding.supported(kind, t.layer):
+            part = rounding.hessian_part(kind, t.layer, inp)
+            h[id(t.layer)] = h[id(t.layer)] + part if id(t.layer) in h else part
+    _each_input(model, plan, batches, add)
+    done = 0
+    for _, found, _ in plan.values():
+        for t in found:
+            q = rounding.gptq(t.kernel, _kind(t.layer), h[id(t.layer)]) if id(t.layer) in h else None
+            if q is not None:
+                t.error, t.rounded = q - t.kernel, q / t.factor
+                done += 1
+    return done
+
+
+def measure(model, batches, rounding: str = "nearest") -> Dict[int, tuple]:
+    """{id(layer): (Target, shift)} with shift the mean output error per channel over the images. `batches`: a
+    sequence of image batches, or a function returning a fresh iterator of them (GPTQ reads them twice).
+    rounding "gptq": the kernels are rounded by GPTQ (Target.rounded) and the shift is what remains."""
+    plan = _targets(model)
+    if rounding == "gptq":
+        _round_gptq(plan, model, batches)
+    sums: Dict[int, np.ndarray] = {}
+
+    def add(t, inp):
+        sums[id(t.layer)] = sums.get(id(t.layer), 0.0) + _apply_error(t, tf.cast(inp, tf.float64))
+    count = _each_input(model, plan, batches, add)
     if count == 0:
         return {}
     targets = {id(t.layer): t for _, found, _ in plan.values() for t in found}
@@ -168,7 +210,8 @@ def measure(model, batches) -> Dict[int, tuple]:
 
 @contextlib.contextmanager
 def corrected_weights(shifts: Dict[int, tuple]) -> Iterator[int]:
-    """Within the block the model's biases carry the `measure`d correction; yields how many layers."""
+    """Within the block the model's biases carry the `measure`d correction (and its kernels GPTQ's rounding, where
+    measured so); yields how many layers."""
     saved = []
     try:
         for t, shift in shifts.values():
@@ -176,6 +219,10 @@ def corrected_weights(shifts: Dict[int, tuple]) -> Iterator[int]:
             old = var.numpy()
             saved.append((var, old))
             var.assign((old.astype(np.float64) - shift.reshape(old.shape)).astype(old.dtype))
+            if t.rounded is not None:
+                kernel = _kernel(t.layer)
+                saved.append((kernel, kernel.numpy()))
+                kernel.assign(t.rounded.astype(kernel.dtype.as_numpy_dtype))
         yield len(saved)
     finally:
         for var, old in saved:

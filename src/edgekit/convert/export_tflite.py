@@ -10,6 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -75,7 +76,8 @@ def _converter(fmt: Format, ctx: ExportContext, model):
 
 
 def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
-    """The context the conversion runs in: the model's biases corrected for int8 weight rounding, if asked.
+    """The context the conversion runs in: the model's biases corrected for int8 weight rounding, if asked, and
+    its kernels rounded by GPTQ first where the format says rounding "gptq" (rounding.py).
 
     Measured once per convert run (tflite-int8 and tflite-int16x8 round the same weights alike). A model
     the correction cannot handle is converted as it is, with a note; validation still judges the result.
@@ -84,9 +86,10 @@ def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
         return contextlib.nullcontext(0)
     from edgekit.convert.bias_correction import corrected_weights, measure
     images = ctx.require_calibration(fmt)
+    rounding = fmt.options.get("rounding", "nearest")
     try:
-        shifts = ctx.shared("tflite_bias_shifts", lambda: measure(model, images.batches(32)))
-    except (ValueError, TypeError, tf.errors.OpError) as exc:
+        shifts = ctx.shared(f"tflite_bias_shifts:{rounding}", lambda: measure(model, lambda: images.batches(32), rounding))
+    except (ValueError, TypeError, np.linalg.LinAlgError, tf.errors.OpError) as exc:
         notes.append(f"bias correction skipped ({type(exc).__name__}: {first_line(exc, 100)})")
         return contextlib.nullcontext(0)
     wrapped = [layer.name for layer in model.layers if type(layer).__name__ == "KerasLayer"]
@@ -94,6 +97,8 @@ def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
         notes.append(f"bias correction not applied (the layers are inside SavedModel {wrapped[0]!r})")
     else:
         notes.append(f"bias correction on {len(shifts)} layer(s)")
+        if rounding == "gptq":
+            notes.append(f"GPTQ weight rounding on {sum(t.rounded is not None for t, _ in shifts.values())} layer(s)")
     return corrected_weights(shifts)
 
 

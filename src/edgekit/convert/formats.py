@@ -85,6 +85,7 @@ FLOAT16 = Tolerance(max_abs=5e-2, mean_abs=2e-3)
 # bias_correction (tflite-int8, tflite-int16x8): the mean error that rounding the weights to int8 adds to each
 # output channel is measured on the calibration images and folded into the biases before conversion
 # (convert/bias_correction.py). MobileNetV2 fine-tuned on CIFAR-10: int8 agreement 91.9 % -> 97.7 %.
+# rounding "gptq": the weights are rounded by GPTQ (convert/rounding.py) before that, on TFLite's own int8 grid.
 FORMATS: Dict[str, Format] = {f.name: f for f in (
     Format("tflite-fp32", ".tflite", "litert", {}, FLOAT_EXACT,
            summary="float32 TFLite, the reference artifact"),
@@ -97,7 +98,7 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
     # (convert/layer_error.py; the manifest's layer_errors)
     Format("tflite-int8", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
-            "diagnose": True},
+            "rounding": "gptq", "diagnose": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
     # mixed: layers kept in float one at a time (in the order of what each gives back) until the top-1 agreement
@@ -105,12 +106,13 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
     # --min-agreement sets (convert/export_int8.py, convert/mixed.py)
     Format("tflite-int8-mixed", ".tflite", "litert",
            {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8", "bias_correction": True,
-            "diagnose": True, "mixed": True},
+            "rounding": "gptq", "diagnose": True, "mixed": True},
            Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT, max_accuracy_drop=0.01), default=False,
            summary="int8 with the layers int8 hurts most kept in float, as few as reach the agreement target "
                    "(--min-agreement), and the head (logits, softmax) in float: uint8 input, float32 output"),
     Format("tflite-int16x8", ".tflite", "litert",
-           {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True},
+           {"optimize": True, "calibrate": True, "supported_ops": INT16X8_OPS, "bias_correction": True,
+            "rounding": "gptq"},
            Tolerance(min_agreement=0.98, max_accuracy_drop=0.01),
            summary="int16 activations, int8 weights, float I/O, calibrated, bias-corrected"),
     Format("tflite-qat", ".tflite", "litert",
