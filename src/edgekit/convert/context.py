@@ -27,7 +27,7 @@ class ExportContext:
     labels: List[str]
     spec: PreprocessSpec
     calibration: Optional["Images"] = None
-    search_images: Optional["Images"] = None    # tflite-int8-mixed's search set (None: the calibration images)
+    search_images: Optional["Images"] = None    # where int8 chooses its ranges, mixed searches (None: calibration)
     training_images: Optional[Callable[[], "Images"]] = None  # the whole training split, for QAT
     seed: int = 42
     batch_size: int = 32

@@ -44,7 +44,7 @@ def calibrated(fmt: Format, ctx: ExportContext, conv):
 
 def _uncorrected(fmt: Format) -> Format:
     import dataclasses
-    return dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False})
+    return dataclasses.replace(fmt, options={**fmt.options, "bias_correction": False, "rounding": None})
 
 
 def uncorrected(fmt: Format, ctx: ExportContext, make_converter, log: List[str]) -> None:
@@ -57,7 +57,8 @@ def uncorrected(fmt: Format, ctx: ExportContext, make_converter, log: List[str])
 
 
 def _float_constants(ctx: ExportContext, fmt: Format) -> Dict[bytes, Any]:
-    """Name → data of every float32 constant of the uncorrected calibrated model (read once per convert run)."""
+    """Name → data of every float32 constant of the uncorrected calibrated model (read once per convert run): the
+    original biases and kernels, before bias correction and GPTQ rounding."""
     source = ctx.cache.get(_key("tflite_int8_debugger", _uncorrected(fmt)))
     if source is None or isinstance(source, ExportError):
         return {}
@@ -76,7 +77,7 @@ def _float_constants(ctx: ExportContext, fmt: Format) -> Dict[bytes, Any]:
 
 def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
     """The mixed model with every float32 constant that the uncorrected calibration has under the same name and
-    size taken from it. Bias correction shifts a layer's bias to cancel its int8 weights' rounding; a layer kept
+    size taken from it (biases, and kernels that GPTQ rounded). Bias correction shifts a layer's bias to cancel its int8 weights' rounding; a layer kept
     in float has float weights, and the shift becomes an error of its own (ResNet-8 with every layer in float:
     99.75 % top-1 agreement with the shift, 100 % without). int8 layers keep int32 biases, untouched here."""
     if not fmt.options.get("bias_correction"):
@@ -106,8 +107,8 @@ def layer_errors(fmt: Format, ctx: ExportContext, dbg) -> tuple:
 
 
 def _key(what: str, fmt: Format) -> str:
-    """What the calibrated model depends on beyond the source: the biases it was traced with."""
-    return f"{what}:bias_correction={bool(fmt.options.get('bias_correction'))}"
+    """What the calibrated model depends on beyond the source: the biases and kernels it was traced with."""
+    return f"{what}:bias_correction={bool(fmt.options.get('bias_correction'))}:rounding={fmt.options.get('rounding')}"
 
 
 def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], graph=None, calibrated_model: Optional[bytes] = None):
@@ -166,15 +167,20 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
         errors, ranges = [], {}
     details["layer_errors"] = [e.to_dict() for e in errors[:LAYERS_RECORDED]]
     float_ops: Dict[str, List[str]] = {}
-    if not fmt.options.get("mixed"):
-        return quiet(quantizer(fmt, dbg, float_ops), [])
     from edgekit.convert.layer_error import Graph
     from edgekit.convert.ranges import PERCENTILE, with_ranges
-    graph = quiet(Graph, dbg.calibrated_model)
+    graph = quiet(Graph, dbg.calibrated_model) if fmt.options.get("mixed") else None
     narrowed, changed = quiet(with_ranges, dbg.calibrated_model, ranges)
     candidates = {"min/max": quantizer(fmt, dbg, float_ops, graph)}
     if changed:
         candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, graph, narrowed)
+    if not fmt.options.get("mixed"):
+        with Judge(fmt, ctx, quiet) as judge:
+            chosen, scores = judge.choose(candidates)
+        details["activation_ranges"] = {"chosen": chosen, "agreement": scores, "judged_on": judge.where}
+        notes.append(f"activation ranges: {chosen} (" + ", ".join(f"{n} {a:.2%}" for n, a in scores.items())
+                     + f" top-1 agreement on {judge.where})")
+        return quiet(candidates[chosen], [])
 
     def mixed_of(make):
         return lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx)
@@ -188,45 +194,67 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
     return result.blob
 
 
+class Judge:
+    """Runs candidate artifacts through the runtime on the search images (the val split's share that validation
+    does not see; the calibration images where there is none) against the source model's answers."""
+
+    def __init__(self, fmt: Format, ctx: ExportContext, quiet):
+        from edgekit.convert.validate import reference
+        self.fmt, self.ctx, self.quiet = fmt, ctx, quiet
+        self.images = ctx.search_images if ctx.search_images is not None else ctx.require_calibration(fmt)
+        self.keras_probs = ctx.shared(f"reference:{self.images.split}",
+                                      lambda: quiet(reference, ctx.model, self.images)).probs
+        split = self.images.split
+        self.where = f"{len(self.images):,} {'calibration' if split == 'train' else split} images"
+        self.seen: Dict[bytes, np.ndarray] = {}
+
+    def __enter__(self) -> "Judge":
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-int8-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tmp.cleanup()
+
+    def probs(self, blob: bytes) -> np.ndarray:
+        # the same artifact comes back more than once (no layer in float: to choose the ranges, as the base of
+        # the benefits and as the search's first step; each layer tried alone, then as a step): run it once
+        from edgekit.convert.tflite_metadata import with_metadata
+        from edgekit.convert.validate import run_artifact
+        digest = hashlib.sha256(blob).digest()
+        if digest not in self.seen:
+            path = Path(self._tmp.name) / self.fmt.file_name
+            path.write_bytes(with_metadata(blob, self.ctx, []))
+            self.seen[digest] = self.quiet(run_artifact, path, self.images)[0]
+        return self.seen[digest]
+
+    def agreement(self, blob: bytes) -> float:
+        return float(np.mean(self.probs(blob).argmax(1) == self.keras_probs.argmax(1)))
+
+    def error(self, blob: bytes) -> float:
+        return float(np.mean((self.probs(blob) - self.keras_probs) ** 2))
+
+    def choose(self, quantizers: Dict[str, Any]) -> tuple:
+        """(the name of the quantize function whose artifact with no layer in float agrees more, less output error
+        on a tie; {name: agreement})."""
+        scores = {name: (self.agreement(make([])), -self.error(make([]))) for name, make in quantizers.items()}
+        chosen = max(scores, key=lambda n: scores[n])
+        return chosen, {n: a for n, (a, _) in scores.items()}
+
+
 def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):
     """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
     agrees more with no layer in float (less output error on a tie) is searched from."""
     from edgekit.convert import mixed
-    from edgekit.convert.tflite_metadata import with_metadata
-    from edgekit.convert.validate import reference, run_artifact
-    images = ctx.search_images if ctx.search_images is not None else ctx.require_calibration(fmt)
-    keras_probs = ctx.shared(f"reference:{images.split}", lambda: quiet(reference, ctx.model, images)).probs
     target = float(fmt.tolerance.min_agreement)
-    where = f"{len(images):,} {'calibration' if images.split == 'train' else images.split} images"
-
-    with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
-        seen: Dict[bytes, np.ndarray] = {}
-
-        def probs_of(blob: bytes) -> np.ndarray:
-            # the same artifact comes back more than once (no layer in float: to choose the ranges, as the base of
-            # the benefits and as the search's first step; each layer tried alone, then as a step): run it once
-            digest = hashlib.sha256(blob).digest()
-            if digest not in seen:
-                path = Path(tmp) / fmt.file_name
-                path.write_bytes(with_metadata(blob, ctx, []))
-                seen[digest] = quiet(run_artifact, path, images)[0]
-            return seen[digest]
-
-        def agreement(blob: bytes) -> float:
-            return float(np.mean(probs_of(blob).argmax(1) == keras_probs.argmax(1)))
-
-        scores = {}
-        for name, make in quantizers.items():
-            p = probs_of(make([]))
-            scores[name] = (float(np.mean(p.argmax(1) == keras_probs.argmax(1))),
-                            -float(np.mean((p - keras_probs) ** 2)))
-        chosen = max(scores, key=lambda n: scores[n])
+    with Judge(fmt, ctx, quiet) as judge:
+        where = judge.where
+        chosen, scores = judge.choose(quantizers)
         quantize = quantizers[chosen]
-        console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, (a, _) in scores.items())
+        console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, a in scores.items())
                       + f" on {where} with no layer in float: {chosen}", highlight=False)
 
         def output_error(layers: List[str]) -> float:
-            return float(np.mean((probs_of(quantize(layers)) - keras_probs) ** 2))
+            return judge.error(quantize(layers))
 
         console.print(f"    measuring what each of the {min(len(errors), mixed.FIRST_TRIED)} worst layers gives back "
                       f"in float, on {where} …", highlight=False)
@@ -236,8 +264,8 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
         def said(step) -> None:
             console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
                           f"on {where}", highlight=False)
-        result = mixed.search([b.layer for b in ordered], quantize, agreement, target, on_step=said)
+        result = mixed.search([b.layer for b in ordered], quantize, judge.agreement, target, on_step=said)
         result.where = where
         result.benefits = ordered
-        result.ranges = {"chosen": chosen, "agreement_without_float_layers": {n: a for n, (a, _) in scores.items()}}
+        result.ranges = {"chosen": chosen, "agreement_without_float_layers": scores}
         return result

@@ -5,7 +5,8 @@ the int8 step for every other value of that tensor. Here the float activations t
 anyway (layer_error.measure) are also kept in their tails, and the calibrated model's min/max are replaced by the
 PERCENTILE-th percentile (always spanning 0) before the MLIR quantizer runs. A MobileNetV3-Small agreed with its
 Keras model on 95.7 % of 3,000 test images this way against 94.6 % (scripts/int8_percentile.py); a ResNet-8 did
-not change. tflite-int8-mixed tries both and keeps what agrees more.
+not change. tflite-int8 and tflite-int8-mixed try both and keep what agrees more on the search images
+(export_int8.Judge).
 """
 from __future__ import annotations
 
