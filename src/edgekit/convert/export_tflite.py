@@ -36,6 +36,9 @@ def export(fmt: Format, ctx: ExportContext, path: Path) -> Tuple[List[str], Dict
             # artifact keeps in float get their own biases back (export_int8.restore_float_biases)
             from edgekit.convert.export_int8 import uncorrected
             uncorrected(fmt, ctx, lambda: _converter(fmt, ctx, model), log)
+        if opts.get("diagnose"):   # the trained model's answers, before _bias_corrected changes its weights
+            from edgekit.convert.export_int8 import search_reference
+            search_reference(fmt, ctx)
         with _bias_corrected(fmt, ctx, model, notes):
             if opts.get("diagnose"):  # calibrated once through the quantization debugger (export_int8.py)
                 from edgekit.convert.export_int8 import full_integer

@@ -70,6 +70,7 @@ class ArtifactEntry(TypedDict, total=False):
     notes: List[str]                # techniques applied or not (bias correction, QAT …)
     layer_errors: List[dict]        # int8 formats: the worst layers (layer, op, error, rmse_steps), worst first
     mixed: dict                     # tflite-int8-mixed: target, layers kept in float, the search's steps
+    activation_ranges: dict         # tflite-int8: the ranges chosen (min/max or percentile), each one's agreement
 
 
 class Manifest(TypedDict):
@@ -163,7 +164,7 @@ def artifact_entry(exported: Exported, validation: Optional[FormatValidation],
         entry["mismatches"] = [m.to_dict() for m in validation.mismatches]
     if exported.notes:
         entry["notes"] = list(exported.notes)
-    entry.update({k: v for k, v in exported.details.items() if k in ("layer_errors", "mixed")})
+    entry.update({k: v for k, v in exported.details.items() if k in ("layer_errors", "mixed", "activation_ranges")})
     return entry
 
 
