@@ -1,9 +1,10 @@
-"""The int8 hard case (issue 28): a Keras MobileNetV3-Small (hard-swish, squeeze-excite with hard-sigmoid), trained
+"""The int8 hard case (issue 28): a Keras MobileNetV3-Small (hard-swish, squeeze-excite with hard-sigmoid) or
+EfficientNet-B0 (--arch efficientnet_b0: SiLU, squeeze-excite with sigmoid), trained
 from scratch on CIFAR-10 at 32 px for a few epochs, then converted by `edge convert` as a model brought from
 elsewhere to tflite-fp32, tflite-int8 and tflite-int8-mixed, validated on the whole test set, and benchmarked
 side by side by `edge bench`.
 
-Usage: .venv/bin/python scripts/hard_case.py OUT [--epochs 12] [--alpha 1.0] [--data cifar10-or-path]
+Usage: .venv/bin/python scripts/hard_case.py OUT [--arch mobilenet_v3_small] [--epochs 12] [--alpha 1.0] [--data PATH]
   OUT/model.keras, OUT/labels.txt       the trained model (tf_keras), written atomically, reused when present
   OUT/export/                           edge convert's artifacts and manifest.json
   OUT/bench/                            edge bench's report (report.html shows the per-layer chart)
@@ -20,10 +21,20 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = os.environ.get("EDGE_CIFAR10", str(ROOT.parent / "shared/datasets/cifar10-jpeg.tar.gz"))
-SCALE, OFFSET = 1 / 127.5, -1.0   # MobileNetV3 without its preprocessing layer takes [-1, 1]
+# MobileNetV3 without its preprocessing layer takes [-1, 1]; EfficientNet has its own Rescaling and Normalization
+# layers and takes pixels 0..255
+PREPROCESS = {"mobilenet_v3_small": (1 / 127.5, -1.0), "efficientnet_b0": (1.0, 0.0)}
 
 
-def train(out: Path, data: str, epochs: int, alpha: float, batch: int = 128) -> None:
+def build(arch: str, alpha: float):
+    import tf_keras as keras
+    if arch == "efficientnet_b0":   # SiLU, squeeze-excite with a sigmoid gate
+        return keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10)
+    return keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=alpha, weights=None, classes=10,
+                                               include_preprocessing=False, dropout_rate=0.1)
+
+
+def train(out: Path, data: str, epochs: int, alpha: float, arch: str, batch: int = 128) -> None:
     import numpy as np
     import tf_keras as keras
     from edgekit.train.augment import parse_policy
@@ -33,10 +44,10 @@ def train(out: Path, data: str, epochs: int, alpha: float, batch: int = 128) -> 
     from edgekit_runtime import PreprocessSpec
 
     d = load_dataset(data, (32, 32))
-    spec = PreprocessSpec(32, 32, (SCALE,) * 3, (OFFSET,) * 3)
+    scale, offset = PREPROCESS[arch]
+    spec = PreprocessSpec(32, 32, (scale,) * 3, (offset,) * 3)
     keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=alpha, weights=None, classes=10,
-                                                include_preprocessing=False, dropout_rate=0.1)
+    model = build(arch, alpha)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             # keras.applications' 0.999 is made for ImageNet's long runs: after 6 epochs here the moving statistics
@@ -64,16 +75,18 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--alpha", type=float, default=1.0)
+    ap.add_argument("--arch", choices=sorted(PREPROCESS), default="mobilenet_v3_small")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--min-agreement", default="0.995")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.out / "model.keras").is_file():
-        train(args.out, args.data, args.epochs, args.alpha)
+        train(args.out, args.data, args.epochs, args.alpha, args.arch)
+    scale, offset = PREPROCESS[args.arch]
     edge = [sys.executable, "-m", "edgekit"]
     formats = "tflite-fp32,tflite-int8,tflite-int8-mixed"
     convert = subprocess.run(edge + ["convert", str(args.out / "model.keras"), "--labels", str(args.out / "labels.txt"),
-                                     "--scale", str(SCALE), "--offset", str(OFFSET), "--data", args.data,
+                                     "--scale", str(scale), "--offset", str(offset), "--data", args.data,
                                      "--formats", formats, "--val-samples", "10000", "--out", str(args.out / "export"),
                                      "--min-agreement", args.min_agreement, "--explain", "tflite-int8"])
     if convert.returncode not in (0, 3):   # 3: some artifact outside tolerance, which is what this case is about

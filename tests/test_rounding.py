@@ -111,3 +111,14 @@ def test_the_int8_artifact_holds_gptqs_integers_and_the_model_is_left_alone(tmp_
     got = np.transpose(kernels[0], (1, 2, 3, 0)).astype(np.int64)                  # TFLite: (out, kh, kw, in)
     nearest = np.round(conv.kernel / scale).astype(np.int64)
     assert np.array_equal(got, want) and not np.array_equal(got, nearest)
+
+
+def test_gptq_reads_a_generator_of_batches_twice():
+    m = _model()
+    x = np.random.default_rng(1).uniform(0.2, 1, (24, 10, 10, 3)).astype(np.float32)
+    from_list = measure(m, [x[:12], x[12:]], "gptq")
+    from_generator = measure(m, (b for b in (x[:12], x[12:])), "gptq")
+    assert len(from_generator) == len(from_list) == 2
+    for (a, sa), (b, sb) in zip(from_list.values(), from_generator.values()):
+        np.testing.assert_array_equal(a.rounded, b.rounded)
+        np.testing.assert_allclose(sa, sb)

@@ -9,8 +9,9 @@ input, and subtract it from the layer's bias (or from the BatchNormalization's b
 it lands after folding). This is Nagel et al. 2019's empirical bias correction; the ONNX exporter
 applies the same idea to its graph.
 
-The change is temporary: `corrected_weights(measure(model, images))` restores the original weights on exit, so the model the
-artifacts are validated against is the one that was trained.
+With rounding "gptq" the kernels are first rounded by GPTQ (rounding.py) and written back to the layers, and the
+shift measured is what GPTQ's rounding leaves. The change is temporary: `corrected_weights(measure(model, images))`
+restores the original weights on exit, so the model the artifacts are validated against is the one that was trained.
 """
 from __future__ import annotations
 
@@ -196,6 +197,8 @@ def measure(model, batches, rounding: str = "nearest") -> Dict[int, tuple]:
     rounding "gptq": the kernels are rounded by GPTQ (Target.rounded) and the shift is what remains."""
     plan = _targets(model)
     if rounding == "gptq":
+        if not callable(batches):
+            batches = list(batches)   # read twice: a generator would be empty the second time
         _round_gptq(plan, model, batches)
     sums: Dict[int, np.ndarray] = {}
 
