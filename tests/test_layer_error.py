@@ -239,3 +239,26 @@ def test_int8_judges_its_candidates_against_the_trained_model_not_its_corrected_
     assert entry["activation_ranges"]["chosen"] in entry["activation_ranges"]["agreement"]
     assert any(n.startswith("activation ranges: ") for n in entry["notes"])
     np.testing.assert_allclose(seen["probs"], reference(seen["model"], seen["images"]).probs, atol=1e-6)
+
+
+@pytest.mark.tf
+def test_onnx_mixed_keeps_the_layer_writing_the_crushed_tensor_in_float_with_its_reader(model_file, tiny_folder, tmp_path):
+    """ONNX Runtime quantizes a tensor where a quantized node writes it and where one reads it: `wide` kept in float
+    with `pick`, which reads its output, gives the colours back; the search finds that unit alone (the head in
+    float besides) and stops there."""
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export", "--formats", "onnx-int8,onnx-int8-mixed",
+                              "--min-agreement", "0.99")
+    assert "Traceback" not in result.output, result.output
+    plain, mixed_entry = entries["onnx-int8"], entries["onnx-int8-mixed"]
+    assert plain["parity"]["top1_agreement"] < 0.9
+    m = mixed_entry["mixed"]
+    assert m["met"] and [s["kept_out"] for s in m["steps"]][-1] == len(m["kept_out"]) == 1, (m["order"], m["steps"])
+    assert "wide" in m["kept_out"][0]["layer"] and any("fc" in n for n in m["head_in_float"])
+    assert any("pick" in n for n in m["float_ops"])
+    assert mixed_entry["status"] == "passed" and mixed_entry["parity"]["top1_agreement"] >= 0.99
+    assert "layer(s) in float: top-1 agreement" in result.output
+    from edgekit_runtime import Classifier
+    clf = Classifier.load(tmp_path / "export" / mixed_entry["file"])
+    red = np.zeros((1, 32, 32, 3), np.uint8)
+    red[..., 0] = 200
+    assert clf.labels[int(clf.predict(red).argmax())] == "red"

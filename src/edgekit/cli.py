@@ -186,7 +186,7 @@ def convert(
                                             "Keras 3), SavedModel directory or .onnx file of another model (then also "
                                             "--labels, --scale/--offset or --mean/--std, --data)."),
     formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
-                                          "(see the formats table in the README). Default: every format but tflite-qat and tflite-int8-mixed."),
+                                          "(see the formats table in the README). Default: every format but tflite-qat and the two -mixed ones."),
     calib_samples: int = typer.Option(_default(ConvertConfig, "calib_samples"), help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
     val_samples: int = typer.Option(_default(ConvertConfig, "val_samples"), help="Held-out images (test split, then val) each artifact is validated on."),
     io: str = typer.Option(_default(ConvertConfig, "io"), help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
@@ -208,8 +208,8 @@ def convert(
                                        "for ops it has no builtin for; the device then needs the Flex delegate."),
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
     skip_bad: bool = typer.Option(_default(ConvertConfig, "skip_bad"), "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
-    min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed (and its "
-                                                  "tolerance), e.g. 0.995; the worst layers are kept in float until it is met."),
+    min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed and onnx-int8-mixed "
+                                                  "(and their tolerance), e.g. 0.995; layers are kept in float until it is met."),
     explain: Optional[str] = typer.Option(None, help="Print the error int8 adds at each layer of this format "
                                           "(tflite-int8 or tflite-int8-mixed), worst first; converts just it unless --formats is given."),
 ):

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-QMAX = 127.0  # TFLite's symmetric int8 weights: -127..127
+from edgekit.convert import rounding
+from edgekit.convert.rounding import QMAX, fake_quant, symmetric_fake_quant  # noqa: F401 (the tests' names)
 
 
 @dataclass
@@ -59,22 +60,6 @@ def _folding_bn(layer):
     if isinstance(bn, keras.layers.BatchNormalization) and bn.center and list(np.atleast_1d(bn.axis)) in ([-1], [3], [1]):
         return bn
     return None
-
-
-def symmetric_fake_quant(w: np.ndarray, reduce: Optional[Tuple[int, ...]], qmax: float) -> np.ndarray:
-    """Symmetric integer rounding back in float: scale = max|w| / qmax over the `reduce` axes (None: the whole
-    tensor, per-tensor), values rounded and clipped to -qmax..qmax. TFLite and ONNX Runtime both round so."""
-    scale = np.abs(w).max(axis=reduce, keepdims=True) / qmax
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.clip(np.round(w / scale), -qmax, qmax) * scale
-
-
-def fake_quant(kernel: np.ndarray, kind: str) -> np.ndarray:
-    """TFLite's per-output-channel symmetric int8 rounding of a kernel, back in float."""
-    if kind == "DepthwiseConv2D":   # (kh, kw, C, M): TFLite's output channel is C*M
-        return symmetric_fake_quant(kernel, (0, 1), QMAX)
-    # Conv2D (kh, kw, Cin, Cout) and Dense (in, out): one scale per last-axis channel
-    return symmetric_fake_quant(kernel, tuple(range(kernel.ndim - 1)), QMAX)
 
 
 def _target(layer) -> Optional[Target]:
@@ -172,7 +157,6 @@ def _each_input(model, plan, batches, fn) -> int:
 
 def _round_gptq(plan, model, batches) -> int:
     """Each target's error and new kernel from GPTQ rounding (rounding.py) instead of rounding to nearest."""
-    from edgekit.convert import rounding
     h: Dict[int, np.ndarray] = {}
 
     def add(t, inp):

@@ -208,10 +208,12 @@ def search_reference(fmt: Format, ctx: ExportContext) -> tuple:
 
 class Judge:
     """Runs candidate artifacts through the runtime on the search images (the val split's share that validation
-    does not see; the calibration images where there is none) against the source model's answers."""
+    does not see; the calibration images where there is none) against the source model's answers. `write(blob,
+    path)` puts a candidate where the runtime loads it (default: a TFLite model, with edgekit's metadata)."""
 
-    def __init__(self, fmt: Format, ctx: ExportContext, quiet):
+    def __init__(self, fmt: Format, ctx: ExportContext, quiet, write=None):
         self.fmt, self.ctx, self.quiet = fmt, ctx, quiet
+        self.write = write or (lambda blob, path: path.write_bytes(_with_metadata(blob, ctx)))
         self.images, self.keras_probs = search_reference(fmt, ctx)
         split = self.images.split
         self.where = f"{len(self.images):,} {'calibration' if split == 'train' else split} images"
@@ -227,12 +229,11 @@ class Judge:
     def probs(self, blob: bytes) -> np.ndarray:
         # the same artifact comes back more than once (no layer in float: to choose the ranges, as the base of
         # the benefits and as the search's first step; each layer tried alone, then as a step): run it once
-        from edgekit.convert.tflite_metadata import with_metadata
         from edgekit.convert.validate import run_artifact
         digest = hashlib.sha256(blob).digest()
         if digest not in self.seen:
             path = Path(self._tmp.name) / self.fmt.file_name
-            path.write_bytes(with_metadata(blob, self.ctx, []))
+            self.write(blob, path)
             self.seen[digest] = self.quiet(run_artifact, path, self.images)[0]
         return self.seen[digest]
 
@@ -248,6 +249,11 @@ class Judge:
         scores = {name: (self.agreement(make([])), -self.error(make([]))) for name, make in quantizers.items()}
         chosen = max(scores, key=lambda n: scores[n])
         return chosen, {n: a for n, (a, _) in scores.items()}
+
+
+def _with_metadata(blob: bytes, ctx: ExportContext) -> bytes:
+    from edgekit.convert.tflite_metadata import with_metadata
+    return with_metadata(blob, ctx, [])
 
 
 def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):

@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,20 +30,22 @@ from edgekit.convert.formats import Format
 INPUT_NAME = "image"
 
 
-def export(fmt: Format, ctx: ExportContext, path: Path) -> List[str]:
+def export(fmt: Format, ctx: ExportContext, path: Path) -> Tuple[List[str], Dict[str, Any]]:
     import onnx
     opset = int(fmt.options.get("opset", 17))
     # onnx-fp32 and onnx-int8 share one tf2onnx conversion per opset; an ONNX source is its own fp32 model
     fp32 = ctx.onnx_source.proto if ctx.onnx_source is not None else \
         ctx.shared(f"onnx-fp32-opset{opset}", lambda: to_onnx(ctx, opset))
+    notes: List[str] = []
+    details: Dict[str, Any] = {}
     if fmt.options.get("calibrate"):
-        proto = quantize(fp32, fmt, ctx)
+        proto = quantize(fp32, fmt, ctx, notes, details)
     else:
         proto = onnx.ModelProto()
         proto.CopyFrom(fp32)
     set_metadata(proto, ctx)
     onnx.save(proto, str(path))
-    return []
+    return notes, details
 
 
 def to_onnx(ctx: ExportContext, opset: int):
@@ -66,8 +68,9 @@ def to_onnx(ctx: ExportContext, opset: int):
     return proto
 
 
-def quantize(fp32, fmt: Format, ctx: ExportContext):
-    """Static QDQ quantization with ONNX Runtime, calibrated on the same images as TFLite int8."""
+def quantize(fp32, fmt: Format, ctx: ExportContext, notes: List[str], details: Dict[str, Any]):
+    """Static QDQ quantization with ONNX Runtime, calibrated on the same images as TFLite int8; for the mixed format,
+    the search over layers kept in float (onnx_mixed.py), calibrated once."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -126,6 +129,8 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
                 extra["TensorQuantOverrides"] = {
                     n.input[1]: [dict(weight_axis(n), reduce_range=True) if per_channel else {"reduce_range": True}]
                     for n in layers if n.input[1] in seven_bit}
+            own = onnx.ModelProto()
+            own.CopyFrom(model)   # before bias correction: the biases of layers the mixed format keeps in float
             if opts.get("bias_correction"):
                 if opts["weight_type"] != "QInt8":
                     raise ExportError(f"{fmt.name}: bias_correction assumes symmetric QInt8 weights, "
@@ -138,17 +143,57 @@ def quantize(fp32, fmt: Format, ctx: ExportContext):
                 onnx.save(model, str(pre))
             if method != "MinMax":
                 extra.update(CalibStridedMinMax=1, CalibPercentile=float(opts.get("percentile", 99.99)))
-            try:
-                quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat[opts["quant_format"]],
-                                calibrate_method=CalibrationMethod[method],
-                                per_channel=per_channel, reduce_range=reduce_range is True,
-                                activation_type=QuantType[opts["activation_type"]],
-                                weight_type=QuantType[opts["weight_type"]], extra_options=extra)
-                # Not CalibMaxIntermediateOutputs: ORT 1.32 drops (does not merge) the batches it flushes, and
-                # MinMax keeps only per-tensor ReduceMin/ReduceMax results per batch, so memory stays small.
-            except Exception as exc:
-                raise ExportError(f"ONNX Runtime quantize_static: {type(exc).__name__}: {first_line(exc)}") from None
-        return onnx.load(str(out))
+            cache = Path(tmp, "calibration.json")   # calibrated once; the mixed search's candidates read it back
+
+            def run(exclude: List[str]):
+                source = pre
+                if exclude:
+                    source = Path(tmp, "excluded.onnx")
+                    onnx.save(with_own_biases(model, own, exclude), str(source))
+                try:
+                    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat[opts["quant_format"]],
+                                    calibrate_method=CalibrationMethod[method],
+                                    per_channel=per_channel, reduce_range=reduce_range is True,
+                                    activation_type=QuantType[opts["activation_type"]],
+                                    weight_type=QuantType[opts["weight_type"]], extra_options=extra,
+                                    nodes_to_exclude=list(exclude), calibration_cache_path=str(cache))
+                    # Not CalibMaxIntermediateOutputs: ORT 1.32 drops (does not merge) the batches it flushes, and
+                    # MinMax keeps only per-tensor ReduceMin/ReduceMax results per batch, so memory stays small.
+                except Exception as exc:
+                    raise ExportError(f"ONNX Runtime quantize_static: {type(exc).__name__}: {first_line(exc)}") from None
+                return onnx.load(str(out))
+
+            if not opts.get("mixed"):
+                return run([])
+            from edgekit.convert import onnx_mixed
+
+            def to_bytes(proto) -> bytes:
+                set_metadata(proto, ctx)
+                return proto.SerializeToString()
+            return onnx_mixed.search(fmt, ctx, model, weighted_layers(model), run, to_bytes, details, notes)
+
+
+def with_own_biases(corrected, own, exclude: List[str]):
+    """A copy of the bias-corrected model where the nodes named in `exclude` have their biases from `own` (the
+    same graph before correction): kept in float, their weights are not rounded, and the shift would be an error."""
+    import onnx
+    from onnx import numpy_helper
+    out = onnx.ModelProto()
+    out.CopyFrom(corrected)
+    original = {n.name: n for n in own.graph.node if n.name}
+    own_inits = {i.name: i for i in own.graph.initializer}
+    for n in out.graph.node:
+        before = original.get(n.name) if n.name in exclude else None
+        if before is None:
+            continue
+        if len(before.input) > 2 and before.input[2]:
+            name = f"{before.input[2]}_edgekit_own_bias_{n.name}"
+            out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(own_inits[before.input[2]]),
+                                                                 name))
+            n.input[2] = name
+        elif len(n.input) > 2:
+            del n.input[2:]   # it had none; correction gave it one
+    return out
 
 
 class InLayout:
@@ -205,7 +250,7 @@ def weight_axis(node) -> Dict[str, int]:
 
 def _fake_quant(w: np.ndarray, axis: Optional[int], qmax: float) -> np.ndarray:
     """quantize_static's symmetric int8 weight rounding (qmax 127, or 64 with reduce_range), per channel on `axis`."""
-    from edgekit.convert.bias_correction import symmetric_fake_quant
+    from edgekit.convert.rounding import symmetric_fake_quant
     return symmetric_fake_quant(w, tuple(a for a in range(w.ndim) if a != axis) if axis is not None else None, qmax)
 
 

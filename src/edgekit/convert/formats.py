@@ -136,6 +136,15 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="ONNX Runtime static quantization: QDQ, per-channel int8 (7-bit GEMM weights), "
                    "bias-corrected, calibrated (99.99th percentile ranges)"),
+    # mixed: onnx-int8 with layers left out of quantization (nodes_to_exclude) by the same search as
+    # tflite-int8-mixed (convert/onnx_mixed.py)
+    Format("onnx-int8-mixed", ".onnx", "onnx",
+           {"opset": DEFAULT_OPSET, "calibrate": True, "quant_format": "QDQ", "per_channel": True,
+            "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": "gemm", "bias_correction": True,
+            "calibrate_method": "Percentile", "percentile": 99.99, "mixed": True},
+           Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT, max_accuracy_drop=0.01), default=False,
+           summary="onnx-int8 with the layers that cost the most agreement left in float, as few as reach "
+                   "--min-agreement, and the head (logits, softmax) in float"),
 )}
 
 DEFAULT_FORMATS = tuple(name for name, f in FORMATS.items() if f.default)

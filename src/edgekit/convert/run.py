@@ -146,7 +146,7 @@ def _convert(cfg: ConvertConfig) -> ConvertReport:
             calib = cal.calibration_images(dataset.train.x, dataset.train.y, cfg.calib_samples, seed, source.spec,
                                            source.labels)
         val = cal.validation_images(dataset, cfg.val_samples, seed, source.spec, source.labels)
-        if any(f.options.get("diagnose") for f in formats):   # int8 chooses its ranges there, mixed searches there
+        if any(f.options.get("diagnose") or f.options.get("mixed") for f in formats):   # ranges chosen, searches
             search = cal.search_images(dataset, SEARCH_SAMPLES, seed, source.spec, source.labels, val)
         short = [f"{what} {len(got):,} of {asked:,} asked" for what, got, asked in
                  (("calibration", calib, cfg.calib_samples), ("validation", val, cfg.val_samples))
