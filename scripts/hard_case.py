@@ -34,7 +34,7 @@ def build(arch: str, alpha: float):
                                                include_preprocessing=False, dropout_rate=0.1)
 
 
-def train(out: Path, data: str, epochs: int, alpha: float, arch: str, batch: int = 128) -> None:
+def train(out: Path, data: str, epochs: int, alpha: float, arch: str, lr: float, batch: int = 128) -> None:
     import numpy as np
     import tf_keras as keras
     from edgekit.train.augment import parse_policy
@@ -54,7 +54,7 @@ def train(out: Path, data: str, epochs: int, alpha: float, arch: str, batch: int
             # were still so far off that the model answered every validation image alike (10 %)
             layer.momentum = 0.9
     steps = int(np.ceil(len(d.train.y) / batch))
-    model.compile(make_optimizer(OptimizerSpec("adam", 3e-3, "cosine", warmup_epochs=1), steps, epochs),
+    model.compile(make_optimizer(OptimizerSpec("adam", lr, "cosine", warmup_epochs=1), steps, epochs),
                   keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
     train_ds = make_dataset(d.train.x, d.train.y, spec, batch, num_classes=10, shuffle=True,
                             augment=parse_policy("fast"), seed=0).repeat()
@@ -76,12 +76,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--arch", choices=sorted(PREPROCESS), default="mobilenet_v3_small")
+    ap.add_argument("--lr", type=float, default=3e-3, help="Adam's peak learning rate (cosine, 1 warm-up epoch)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--min-agreement", default="0.995")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.out / "model.keras").is_file():
-        train(args.out, args.data, args.epochs, args.alpha, args.arch)
+        train(args.out, args.data, args.epochs, args.alpha, args.arch, args.lr)
     scale, offset = PREPROCESS[args.arch]
     edge = [sys.executable, "-m", "edgekit"]
     formats = "tflite-fp32,tflite-int8,tflite-int8-mixed"
