@@ -164,7 +164,16 @@ def _round_gptq(plan, model, batches) -> int:
         if rounding.supported(kind, t.layer):
             part = rounding.hessian_part(kind, t.layer, inp)
             h[id(t.layer)] = h[id(t.layer)] + part if id(t.layer) in h else part
-    _each_input(model, plan, batches, add)
+
+    def first_images():
+        seen = 0
+        for batch in batches() if callable(batches) else batches:
+            if seen >= rounding.IMAGES:
+                return
+            batch = batch[:rounding.IMAGES - seen]
+            seen += len(batch)
+            yield batch
+    _each_input(model, plan, first_images, add)
     done = 0
     for _, found, _ in plan.values():
         for t in found:
