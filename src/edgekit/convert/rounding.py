@@ -18,7 +18,7 @@ import tensorflow as tf
 
 QMAX = 127.0       # TFLite's symmetric int8 weights: -127..127
 DAMP = 0.01        # of the mean diagonal of H, added to it: GPTQ's usual damping, so that H⁻¹ exists
-PATCH_BATCH = 8    # images per extract_patches call: a 3x3 depthwise layer at 56x56x144 is 130 MB per 8 images
+PATCH_VALUES = 16_000_000   # patch values per extract_patches call (64 MB): a few images of a wide layer, many of a small one
 IMAGES = 512       # calibration images H is summed over, at most (the default calibration is 500; ResNet-8 from 256:
                    # 99.76 % weights-only agreement, from 500: 99.84 %); a larger --calib-samples does not cost more here
 
@@ -41,24 +41,25 @@ def fake_quant(kernel: np.ndarray, kind: str) -> np.ndarray:
 
 def hessian_part(kind: str, layer, x: tf.Tensor) -> np.ndarray:
     """Σ patch patchᵀ over `x`, the layer's float input (a batch): (d, d) for Conv2D/Dense, (C, k, k) for depthwise,
-    in float64. A patch is what one output position multiplies with the kernel, in the kernel's own order."""
+    in float64. A patch is what one output position multiplies with the kernel, in the kernel's own order. Products
+    in float32 (TensorFlow's threaded matmul), a chunk of images at a time, summed in float64."""
+    x = tf.cast(x, tf.float32)
+    if kind == "Dense":
+        p = tf.reshape(x, (-1, x.shape[-1]))
+        return tf.matmul(p, p, transpose_a=True).numpy().astype(np.float64)
+    kh, kw = layer.kernel_size
+    per_image = int(np.prod(x.shape[1:3])) * kh * kw * int(x.shape[-1])
+    chunk = max(1, PATCH_VALUES // max(per_image, 1))
     total = None
-    for i in range(0, int(x.shape[0]), PATCH_BATCH):
-        part = tf.cast(x[i:i + PATCH_BATCH], tf.float32)
-        if kind == "Dense":
-            p = part.numpy().reshape(-1, part.shape[-1]).astype(np.float64)
-            h = p.T @ p
+    for i in range(0, int(x.shape[0]), chunk):
+        p = tf.image.extract_patches(x[i:i + chunk], [1, kh, kw, 1], [1, *layer.strides, 1],
+                                     [1, *layer.dilation_rate, 1], layer.padding.upper())
+        if kind == "DepthwiseConv2D":
+            c = int(x.shape[-1])
+            p = tf.transpose(tf.reshape(p, (-1, kh * kw, c)), (2, 0, 1))      # (C, positions, k)
         else:
-            kh, kw = layer.kernel_size
-            p = tf.image.extract_patches(part, [1, kh, kw, 1], [1, *layer.strides, 1], [1, *layer.dilation_rate, 1],
-                                         layer.padding.upper()).numpy()
-            if kind == "DepthwiseConv2D":
-                c = int(part.shape[-1])
-                p = p.reshape(-1, kh * kw, c).astype(np.float64)
-                h = np.einsum("nkc,nlc->ckl", p, p)
-            else:
-                p = p.reshape(-1, p.shape[-1]).astype(np.float64)
-                h = p.T @ p
+            p = tf.reshape(p, (-1, p.shape[-1]))
+        h = tf.matmul(p, p, transpose_a=True).numpy().astype(np.float64)
         total = h if total is None else total + h
     return total
 
