@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 from itertools import islice
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,9 +21,11 @@ import numpy as np
 from edgekit.convert.context import ExportContext, ExportError
 from edgekit.convert.formats import Format
 from edgekit.progress import console
+from edgekit_runtime import Classifier
 from edgekit_runtime.native import first_line, quiet_native_stderr
 
 LAYERS_RECORDED = 20   # the worst layers written to the manifest (the ranking's head is what anyone acts on)
+TIMING_S = 0.2         # each candidate of the mixed search is timed this long (ResNet-8: ~2,000 inferences)
 
 
 def calibrated(fmt: Format, ctx: ExportContext, conv):
@@ -218,6 +221,7 @@ class Judge:
         split = self.images.split
         self.where = f"{len(self.images):,} {'calibration' if split == 'train' else split} images"
         self.seen: Dict[bytes, np.ndarray] = {}
+        self.timed: Dict[bytes, float] = {}
 
     def __enter__(self) -> "Judge":
         self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-int8-")
@@ -236,6 +240,33 @@ class Judge:
             self.write(blob, path)
             self.seen[digest] = self.quiet(run_artifact, path, self.images)[0]
         return self.seen[digest]
+
+    def latency_ms(self, blob: bytes) -> float:
+        """The median of one bare inference of the artifact (1 thread, batch 1, one search image), timed for about
+        TIMING_S: what keeping a layer in float costs is measured, not estimated from its multiply-adds."""
+        digest = hashlib.sha256(blob).digest()
+        if digest not in self.timed:
+            path = Path(self._tmp.name) / f"timed_{self.fmt.file_name}"
+            self.write(blob, path)
+            with quiet_native_stderr():
+                clf = Classifier.load(path, threads=1, engine=None, verify=False)
+                call = clf.engine.invoker(np.array(clf._to_model_dtype(clf.preprocess(list(self.images.x[:1])))))
+                for _ in range(5):
+                    call()
+                samples: List[int] = []
+                end = time.perf_counter() + TIMING_S
+                while time.perf_counter() < end or len(samples) < 30:
+                    t0 = time.perf_counter_ns()
+                    call()
+                    samples.append(time.perf_counter_ns() - t0)
+            self.timed[digest] = float(np.median(samples)) / 1e6
+        return self.timed[digest]
+
+    def extra_ms(self, quantize) -> Any:
+        """layer name -> what keeping it in float adds to quantize([])'s latency (at least 2 % of it: below that,
+        timing noise would make a layer look free)."""
+        base = self.latency_ms(quantize([]))
+        return lambda name: max(self.latency_ms(quantize([name])) - base, 0.02 * base)
 
     def agreement(self, blob: bytes) -> float:
         return float(np.mean(self.probs(blob).argmax(1) == self.keras_probs.argmax(1)))
@@ -274,7 +305,8 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
         console.print(f"    measuring what each of the {min(len(errors), mixed.FIRST_TRIED)} worst layers gives back "
                       f"in float, on {where} …", highlight=False)
         ordered = mixed.by_benefit(errors, output_error, lambda n: sum(graph.macs.get(o, 0) for o in
-                                                                      [n] + graph.readers.get(n, [])))
+                                                                      [n] + graph.readers.get(n, [])),
+                                   extra_ms=judge.extra_ms(quantize))
 
         def said(step) -> None:
             console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "

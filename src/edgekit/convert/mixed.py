@@ -59,21 +59,34 @@ class Mixed:
 class Benefit:
     layer: LayerError
     gain: float      # how much the output error (mean squared probability difference) falls with it in float
-    macs: int        # what keeping it (and the ops reading it) in float costs
+    macs: int        # the multiply-adds keeping it (and the ops reading it) in float moves out of int8
+    extra_ms: Optional[float] = None   # what that adds to one inference, measured (None: not measured)
+
+    @property
+    def cost(self) -> float:
+        return self.extra_ms if self.extra_ms is not None else float(self.macs)
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer.name, "op": self.layer.op, "gain": float(f"{self.gain:.6g}"), "macs": self.macs}
+        out = {"layer": self.layer.name, "op": self.layer.op, "gain": float(f"{self.gain:.6g}"), "macs": self.macs}
+        if self.extra_ms is not None:
+            out["extra_ms"] = float(f"{self.extra_ms:.4g}")
+        return out
 
 
 def by_benefit(ranked: Sequence[LayerError], output_error: Callable[[List[str]], float], macs: Callable[[str], int],
-               first: int = FIRST_TRIED) -> List[Benefit]:
+               first: int = FIRST_TRIED, extra_ms: Optional[Callable[[str], float]] = None) -> List[Benefit]:
     """The `first` layers of the per-layer ranking, each tried alone in float: ordered by how much output error
-    that removes per multiply-add it moves to float. The per-layer error says where int8 adds noise; whether that
-    noise reaches the answer, and what keeping it out costs, is measured here (ResNet-8: the two layers with the
-    largest own error were its two widest convolutions, and keeping them in float moved the agreement least)."""
+    that removes per unit of cost, the latency it adds where `extra_ms` measures it (each artifact timed), else the
+    multiply-adds it moves to float. The per-layer error says where int8 adds noise; whether that noise reaches the
+    answer, and what keeping it out costs, is measured here (ResNet-8: the two layers with the largest own error
+    were its two widest convolutions, and keeping them in float moved the agreement least; its residual ADDs move
+    almost no multiply-adds but each adds a DEQUANTIZE/QUANTIZE pair, which multiply-adds do not see)."""
     base = output_error([])
-    out = [Benefit(e, base - output_error([e.name]), max(1, macs(e.name))) for e in ranked[:first]]
-    helpful = sorted((b for b in out if b.gain > 0), key=lambda b: -b.gain / b.macs)
+    out = []
+    for e in ranked[:first]:
+        gain = base - output_error([e.name])
+        out.append(Benefit(e, gain, max(1, macs(e.name)), extra_ms(e.name) if extra_ms and gain > 0 else None))
+    helpful = sorted((b for b in out if b.gain > 0), key=lambda b: -b.gain / b.cost)
     return helpful + sorted((b for b in out if b.gain <= 0), key=lambda b: -b.gain)
 
 

@@ -117,7 +117,7 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
                       f"{where} …", highlight=False)
         ordered = mixed.by_benefit(candidates, lambda layers: judge.error(make(layers)),
                                    lambda name: sum(cost.get(n, 0) for n in unit(name)) or 1,
-                                   first=len(candidates))
+                                   first=len(candidates), extra_ms=judge.extra_ms(lambda layers: make(layers)))
 
         def said(step) -> None:
             console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
