@@ -113,7 +113,7 @@ ENTRY_KEYS = ["convert_seconds", "embedded_metadata", "engine", "file", "format"
               "options", "outputs", "parity", "sha256", "size_bytes", "status", "summary", "symbol", "tolerance",
               "tools", "validation_engine"]
 # a failed export; inspection failed; notes; ONNX; int8 TFLite's per-layer errors; tflite-int8-mixed's search
-ENTRY_SOMETIMES = ["error", "inspect_error", "notes", "opset", "layer_errors", "mixed"]
+ENTRY_SOMETIMES = ["error", "inspect_error", "notes", "opset", "layer_errors", "mixed", "activation_ranges"]
 
 
 def test_report_and_manifest_schemas_are_pinned(result, run_dir):
