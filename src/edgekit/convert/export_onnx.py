@@ -143,34 +143,35 @@ def quantize(fp32, fmt: Format, ctx: ExportContext, notes: List[str], details: D
                 onnx.save(model, str(pre))
             if method != "MinMax":
                 extra.update(CalibStridedMinMax=1, CalibPercentile=float(opts.get("percentile", 99.99)))
-            cache = Path(tmp, "calibration.json")   # calibrated once; the mixed search's candidates read it back
+        cache = Path(tmp, "calibration.json")   # calibrated once; the mixed search's candidates read it back
 
-            def run(exclude: List[str]):
-                source = pre
-                if exclude:
-                    source = Path(tmp, "excluded.onnx")
-                    onnx.save(with_own_biases(model, own, exclude), str(source))
-                try:
+        def run(exclude: List[str]):
+            source = pre
+            if exclude:
+                source = Path(tmp, "excluded.onnx")
+                onnx.save(with_own_biases(model, own, exclude), str(source))
+            try:
+                with quiet_native_stderr():   # not around the mixed search: its progress lines must show
                     quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat[opts["quant_format"]],
                                     calibrate_method=CalibrationMethod[method],
                                     per_channel=per_channel, reduce_range=reduce_range is True,
                                     activation_type=QuantType[opts["activation_type"]],
                                     weight_type=QuantType[opts["weight_type"]], extra_options=extra,
                                     nodes_to_exclude=list(exclude), calibration_cache_path=str(cache))
-                    # Not CalibMaxIntermediateOutputs: ORT 1.32 drops (does not merge) the batches it flushes, and
-                    # MinMax keeps only per-tensor ReduceMin/ReduceMax results per batch, so memory stays small.
-                except Exception as exc:
-                    raise ExportError(f"ONNX Runtime quantize_static: {type(exc).__name__}: {first_line(exc)}") from None
-                return onnx.load(str(out))
+                # Not CalibMaxIntermediateOutputs: ORT 1.32 drops (does not merge) the batches it flushes, and
+                # MinMax keeps only per-tensor ReduceMin/ReduceMax results per batch, so memory stays small.
+            except Exception as exc:
+                raise ExportError(f"ONNX Runtime quantize_static: {type(exc).__name__}: {first_line(exc)}") from None
+            return onnx.load(str(out))
 
-            if not opts.get("mixed"):
-                return run([])
-            from edgekit.convert import onnx_mixed
+        if not opts.get("mixed"):
+            return run([])
+        from edgekit.convert import onnx_mixed
 
-            def to_bytes(proto) -> bytes:
-                set_metadata(proto, ctx)
-                return proto.SerializeToString()
-            return onnx_mixed.search(fmt, ctx, model, weighted_layers(model), run, to_bytes, details, notes)
+        def to_bytes(proto) -> bytes:
+            set_metadata(proto, ctx)
+            return proto.SerializeToString()
+        return onnx_mixed.search(fmt, ctx, model, weighted_layers(model), run, to_bytes, details, notes)
 
 
 def with_own_biases(corrected, own, exclude: List[str]):
