@@ -80,9 +80,10 @@ def _float_constants(ctx: ExportContext, fmt: Format) -> Dict[bytes, Any]:
 
 def restore_float_biases(blob: bytes, fmt: Format, ctx: ExportContext) -> bytes:
     """The mixed model with every float32 constant that the uncorrected calibration has under the same name and
-    size taken from it (biases, and kernels that GPTQ rounded). Bias correction shifts a layer's bias to cancel its int8 weights' rounding; a layer kept
-    in float has float weights, and the shift becomes an error of its own (ResNet-8 with every layer in float:
-    99.75 % top-1 agreement with the shift, 100 % without). int8 layers keep int32 biases, untouched here."""
+    size taken from it (biases, and kernels that GPTQ rounded). Bias correction shifts a layer's bias to cancel its
+    int8 weights' rounding; a layer kept in float has float weights, and the shift becomes an error of its own
+    (ResNet-8 with every layer in float: 99.75 % top-1 agreement with the shift, 100 % without). int8 layers keep
+    int32 biases, untouched here."""
     if not fmt.options.get("bias_correction"):
         return blob
     constants = _float_constants(ctx, fmt)
