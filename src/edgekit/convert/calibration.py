@@ -152,9 +152,10 @@ def validation_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec,
 
 def search_images(dataset: Dataset, n: int, seed: int, spec: PreprocessSpec, labels: Sequence[str],
                   validation: Images) -> Optional[Images]:
-    """n images of the val split for int8's choice of activation ranges and tflite-int8-mixed's search, when validation did not draw on it (it took the
-    test split alone); else None (the search uses the calibration images). Held out from training like the
-    test split, so the agreement the search reaches is the one validation will see, within sampling noise."""
+    """n images of the val split for int8's choice of activation ranges and the mixed formats' search, when
+    validation did not draw on it (it took the test split alone); else None (the search uses the calibration
+    images). Held out from training like the test split, so the agreement the search reaches is the one validation
+    will see, within sampling noise."""
     if validation.split != "test" or not len(dataset.val.y):
         return None
     check_images(dataset.val.x, spec, "search")

@@ -91,7 +91,8 @@ def _bias_corrected(fmt: Format, ctx: ExportContext, model, notes: List[str]):
     images = ctx.require_calibration(fmt)
     rounding = fmt.options.get("rounding", "nearest")
     try:
-        shifts = ctx.shared(f"tflite_bias_shifts:{rounding}", lambda: measure(model, lambda: images.batches(32), rounding))
+        shifts = ctx.shared(f"tflite_bias_shifts:{rounding}",
+                            lambda: measure(model, lambda: images.batches(32), rounding))
     except (ValueError, TypeError, np.linalg.LinAlgError, tf.errors.OpError) as exc:
         notes.append(f"bias correction skipped ({type(exc).__name__}: {first_line(exc, 100)})")
         return contextlib.nullcontext(0)
