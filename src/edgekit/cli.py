@@ -20,9 +20,8 @@ from edgekit.convert.config import ConvertConfig
 from edgekit.deploy.config import PackConfig
 from edgekit.train.config import TrainConfig
 from edgekit.train.presets import PRESETS
-from edgekit.resources import config_file
+from edgekit.resources import config_file, shipped_configs, summary as first_line
 from edgekit.benchmarks.config import parse_ints
-from edgekit.resources import shipped_configs, summary as first_line
 from edgekit.train.summary import COLUMNS, find_runs, markdown as to_markdown, summarize
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode="rich",

@@ -149,10 +149,15 @@ def _each_input(model, plan, batches, fn) -> int:
             run(n, inp)
 
     count = 0
-    for batch in batches() if callable(batches) else batches:
+    for batch in _iterate(batches):
         run(model, tf.convert_to_tensor(batch))
         count += len(batch)
     return count
+
+
+def _iterate(batches):
+    """A fresh pass over `batches`: a sequence, or a function returning an iterator (see measure)."""
+    return batches() if callable(batches) else batches
 
 
 def _round_gptq(plan, model, batches) -> int:
@@ -167,7 +172,7 @@ def _round_gptq(plan, model, batches) -> int:
 
     def first_images():
         seen = 0
-        for batch in batches() if callable(batches) else batches:
+        for batch in _iterate(batches):
             if seen >= rounding.IMAGES:
                 return
             batch = batch[:rounding.IMAGES - seen]

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from edgekit.convert import mixed
 from edgekit.convert.context import ExportContext, ExportError
 from edgekit.convert.formats import Format
 from edgekit.progress import console
@@ -127,8 +128,8 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], graph=None, cal
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
     io = {"uint8": tf.uint8, "int8": tf.int8}.get(fmt.options.get("io"), tf.float32)
-    mixed = bool(fmt.options.get("mixed"))
-    head = graph.head() if mixed else []
+    is_mixed = bool(fmt.options.get("mixed"))
+    head = graph.head() if is_mixed else []
     if head:
         float_ops["(head)"] = head
 
@@ -138,7 +139,7 @@ def quantizer(fmt: Format, dbg, float_ops: Dict[str, List[str]], graph=None, cal
             float_ops[layer] = [layer] + [r for r in (graph.readers if graph else {}).get(layer, []) if r != layer]
             denylist.extend(n for n in float_ops[layer] if n not in denylist)
         return tfl_convert.mlir_quantize(calibrated_model or dbg.calibrated_model, input_data_type=io,
-                                         output_data_type=tf.float32 if mixed else io,
+                                         output_data_type=tf.float32 if is_mixed else io,
                                          denylisted_nodes=denylist or None)
     return quantize
 
@@ -175,9 +176,10 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
     from edgekit.convert.ranges import PERCENTILE, with_ranges
     graph = quiet(Graph, dbg.calibrated_model) if fmt.options.get("mixed") else None
     narrowed, changed = quiet(with_ranges, dbg.calibrated_model, ranges)
-    candidates = {"min/max": quantizer(fmt, dbg, float_ops, graph)}
+    # each remembers its last artifacts: the range choice, the benefits and the search ask for some twice
+    candidates = {"min/max": mixed.recent(quantizer(fmt, dbg, float_ops, graph))}
     if changed:
-        candidates[f"{PERCENTILE}th percentile"] = quantizer(fmt, dbg, float_ops, graph, narrowed)
+        candidates[f"{PERCENTILE}th percentile"] = mixed.recent(quantizer(fmt, dbg, float_ops, graph, narrowed))
     if not fmt.options.get("mixed"):
         with Judge(fmt, ctx, quiet) as judge:
             chosen, scores = judge.choose(candidates)
@@ -187,7 +189,7 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
         return quiet(candidates[chosen], [])
 
     def mixed_of(make):
-        return lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx)
+        return mixed.recent(lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx))
     head = set(float_ops.get("(head)", []))
     result = _search(fmt, ctx, [e for e in errors if e.name not in head],
                      {name: mixed_of(make) for name, make in candidates.items()}, graph, quiet)
@@ -223,6 +225,7 @@ class Judge:
         self.where = f"{len(self.images):,} {'calibration' if split == 'train' else split} images"
         self.seen: Dict[bytes, np.ndarray] = {}
         self.timed: Dict[bytes, float] = {}
+        self._written: Optional[bytes] = None   # the digest of the artifact now in the file
 
     def __enter__(self) -> "Judge":
         self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-int8-")
@@ -237,18 +240,23 @@ class Judge:
         from edgekit.convert.validate import run_artifact
         digest = hashlib.sha256(blob).digest()
         if digest not in self.seen:
-            path = Path(self._tmp.name) / self.fmt.file_name
-            self.write(blob, path)
-            self.seen[digest] = self.quiet(run_artifact, path, self.images)[0]
+            self.seen[digest] = self.quiet(run_artifact, self._file(blob, digest), self.images)[0]
         return self.seen[digest]
+
+    def _file(self, blob: bytes, digest: bytes) -> Path:
+        """The artifact on disk where the runtime loads it, written once for its run and its timing."""
+        path = Path(self._tmp.name) / self.fmt.file_name
+        if self._written != digest:
+            self.write(blob, path)
+            self._written = digest
+        return path
 
     def latency_ms(self, blob: bytes) -> float:
         """The median of one bare inference of the artifact (1 thread, batch 1, one search image), timed for about
         TIMING_S: what keeping a layer in float costs is measured, not estimated from its multiply-adds."""
         digest = hashlib.sha256(blob).digest()
         if digest not in self.timed:
-            path = Path(self._tmp.name) / f"timed_{self.fmt.file_name}"
-            self.write(blob, path)
+            path = self._file(blob, digest)
             with quiet_native_stderr():
                 clf = Classifier.load(path, threads=1, engine=None, verify=False)
                 call = clf.engine.invoker(np.array(clf._to_model_dtype(clf.preprocess(list(self.images.x[:1])))))
@@ -265,7 +273,8 @@ class Judge:
 
     def extra_ms(self, quantize) -> Any:
         """layer name -> what keeping it in float adds to quantize([])'s latency (at least 2 % of it: below that,
-        timing noise would make a layer look free)."""
+        timing noise would make a layer look free). `quantize` should remember its last results (mixed.recent):
+        by_benefit has just made the same artifact to measure its error."""
         base = self.latency_ms(quantize([]))
         return lambda name: max(self.latency_ms(quantize([name])) - base, 0.02 * base)
 
@@ -278,7 +287,8 @@ class Judge:
     def choose(self, quantizers: Dict[str, Any]) -> tuple:
         """(the name of the quantize function whose artifact with no layer in float agrees more, less output error
         on a tie; {name: agreement})."""
-        scores = {name: (self.agreement(make([])), -self.error(make([]))) for name, make in quantizers.items()}
+        blobs = {name: make([]) for name, make in quantizers.items()}
+        scores = {name: (self.agreement(blob), -self.error(blob)) for name, blob in blobs.items()}
         chosen = max(scores, key=lambda n: scores[n])
         return chosen, {n: a for n, (a, _) in scores.items()}
 
@@ -291,7 +301,6 @@ def _with_metadata(blob: bytes, ctx: ExportContext) -> bytes:
 def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):
     """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
     agrees more with no layer in float (less output error on a tie) is searched from."""
-    from edgekit.convert import mixed
     target = float(fmt.tolerance.min_agreement)
     with Judge(fmt, ctx, quiet) as judge:
         where = judge.where

@@ -129,8 +129,10 @@ def quantize(fp32, fmt: Format, ctx: ExportContext, notes: List[str], details: D
                 extra["TensorQuantOverrides"] = {
                     n.input[1]: [dict(weight_axis(n), reduce_range=True) if per_channel else {"reduce_range": True}]
                     for n in layers if n.input[1] in seven_bit}
-            own = onnx.ModelProto()
-            own.CopyFrom(model)   # before bias correction: the biases of layers the mixed format keeps in float
+            own = None
+            if opts.get("mixed"):   # before bias correction: the biases of layers the mixed format keeps in float
+                own = onnx.ModelProto()
+                own.CopyFrom(model)
             if opts.get("bias_correction"):
                 if opts["weight_type"] != "QInt8":
                     raise ExportError(f"{fmt.name}: bias_correction assumes symmetric QInt8 weights, "

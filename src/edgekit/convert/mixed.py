@@ -9,6 +9,7 @@ and the search stops at the first step that meets the target: no more layers tha
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -71,6 +72,13 @@ class Benefit:
         if self.extra_ms is not None:
             out["extra_ms"] = float(f"{self.extra_ms:.4g}")
         return out
+
+
+def recent(quantize: Callable[[List[str]], bytes], size: int = 2) -> Callable[[List[str]], bytes]:
+    """`quantize`, remembering its last `size` artifacts (a few MB each, so not all): by_benefit makes an artifact to
+    measure its error and asks for it again to time it; the range choice scores one artifact twice."""
+    remembered = functools.lru_cache(maxsize=size)(lambda names: quantize(list(names)))
+    return lambda names: remembered(tuple(names))
 
 
 def by_benefit(ranked: Sequence[LayerError], output_error: Callable[[List[str]], float], macs: Callable[[str], int],

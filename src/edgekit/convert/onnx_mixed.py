@@ -3,9 +3,9 @@
 
 ONNX Runtime has no per-layer diagnosis like TFLite's QuantizationDebugger, so every Conv/Gemm/MatMul with a weight
 is a candidate and the search measures what each gives back alone in float, with the nodes that read its output
-(mixed.by_benefit, up to MAX_TRIED of them, in graph order). Calibration runs once: quantize_static writes its ranges to a calibration cache and every
-later candidate reads them back (ORT 1.32's calibration_cache_path), so a step costs a quantization and a run on
-the search images, not a calibration. The head (the last weighted layer and the ops after it up to the output) is
+(mixed.by_benefit, up to MAX_TRIED of them, in graph order). Calibration runs once: quantize_static writes its
+ranges to a calibration cache and every later candidate reads them back (ORT 1.32's calibration_cache_path), so a
+step costs a quantization, a run on the search images and its timing, not a calibration. The head (the last weighted layer and the ops after it up to the output) is
 always float, as in the TFLite format: near ties of quantized probabilities become exact ones. A layer kept in float
 gets its own bias back (bias correction's shift is made for int8 weights).
 """
@@ -16,7 +16,9 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from edgekit.convert import mixed
 from edgekit.convert.context import ExportContext, ExportError
+from edgekit.convert.export_int8 import Judge
 from edgekit.convert.formats import Format
 from edgekit.convert.layer_error import LayerError
 from edgekit.progress import console
@@ -85,10 +87,8 @@ def macs(model, weighted_layers: list) -> Dict[str, int]:
 
 def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quantize: Callable[[List[str]], Any],
            to_bytes: Callable[[Any], bytes], details: Dict[str, Any], notes: List[str]):
-    """The mixed artifact (an ONNX ModelProto): `model` is the prepared float graph whose node names
+    """The mixed artifact (an ONNX ModelProto, read back from the bytes the search judged): `model` is the prepared float graph whose node names
     quantize(names to keep in float) takes; `weighted_layers` its nodes with a weight (the candidates)."""
-    from edgekit.convert import mixed
-    from edgekit.convert.export_int8 import Judge
     kept_head = head(model, weighted_layers)
     if not kept_head:
         raise ExportError(f"{fmt.name}: could not find the layer computing the logits before the output; the mixed "
@@ -96,19 +96,16 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
     cost, read_by = macs(model, weighted_layers), readers(model)
     candidates = [LayerError(n.name, n.op_type, math.nan, math.nan) for n in weighted_layers
                   if n.name and n.name not in kept_head][:MAX_TRIED]
-    protos: Dict[bytes, Any] = {}
 
     def unit(layer: str) -> List[str]:
         return [layer] + [r for r in read_by.get(layer, []) if r != layer]
 
+    @mixed.recent   # by_benefit asks for each candidate twice: its error, then its time
     def make(layers: List[str]) -> bytes:
         names = list(kept_head)
         for layer in layers:
             names.extend(n for n in unit(layer) if n not in names)
-        proto = quantize(names)
-        blob = to_bytes(proto)
-        protos[blob] = proto
-        return blob
+        return to_bytes(quantize(names))
 
     target = float(fmt.tolerance.min_agreement)
     with Judge(fmt, ctx, lambda fn, *a: fn(*a), write=lambda blob, path: path.write_bytes(blob)) as judge:
@@ -117,7 +114,7 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
                       f"{where} …", highlight=False)
         ordered = mixed.by_benefit(candidates, lambda layers: judge.error(make(layers)),
                                    lambda name: sum(cost.get(n, 0) for n in unit(name)) or 1,
-                                   first=len(candidates), extra_ms=judge.extra_ms(lambda layers: make(layers)))
+                                   first=len(candidates), extra_ms=judge.extra_ms(make))
 
         def said(step) -> None:
             console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
@@ -127,4 +124,5 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
     details["mixed"] = {**result.to_dict(), "head_in_float": kept_head,
                         "float_ops": sorted(set(kept_head) | {n for e in result.kept_out for n in unit(e.name)})}
     notes.append(result.describe())
-    return protos[result.blob]
+    import onnx
+    return onnx.load_model_from_string(result.blob)
