@@ -262,3 +262,50 @@ def test_onnx_mixed_keeps_the_layer_writing_the_crushed_tensor_in_float_with_its
     red = np.zeros((1, 32, 32, 3), np.uint8)
     red[..., 0] = 200
     assert clf.labels[int(clf.predict(red).argmax())] == "red"
+
+
+@pytest.mark.tf
+def test_keep_float_keeps_the_named_layer_without_a_search_in_both_engines(model_file, tiny_folder, tmp_path):
+    """--keep-float by the Keras layer name: each mixed format keeps that layer (with its readers) in float, judges
+    the one artifact as a search step and says the layers were asked for."""
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export",
+                              "--formats", "tflite-int8-mixed,onnx-int8-mixed", "--min-agreement", "0.99",
+                              "--keep-float", "wide")
+    assert "Traceback" not in result.output and result.exit_code == 0, result.output
+    assert "measuring what each" not in result.output   # no search
+    for name in ("tflite-int8-mixed", "onnx-int8-mixed"):
+        e = entries[name]
+        m = e["mixed"]
+        assert m["asked"] and m["met"] and len(m["steps"]) == 1 and m["order"] == []
+        assert [k["layer"] for k in m["kept_out"]] and all("wide" in k["layer"] for k in m["kept_out"])
+        assert e["options"]["keep_float"] == ["wide"] and e["status"] == "passed"
+        assert any("as --keep-float asked, target met" in n for n in e["notes"])
+
+
+@pytest.mark.tf
+def test_keep_float_with_a_name_no_layer_has_fails_that_format_in_one_sentence(model_file, tiny_folder, tmp_path):
+    result, entries = convert(model_file, tiny_folder, tmp_path / "export", "--formats", "tflite-int8,tflite-int8-mixed",
+                              "--keep-float", "wdie")
+    assert "Traceback" not in result.output and result.exit_code == 3
+    assert entries["tflite-int8"]["status"] == "passed" or entries["tflite-int8"]["status"] == "outside_tolerance"
+    e = entries["tflite-int8-mixed"]
+    assert e["status"] == "failed" and "--keep-float 'wdie' is not a layer" in e["error"] and "'wide'" in e["error"]
+
+
+def test_keep_float_matches_a_layer_by_its_full_name_a_fused_op_or_the_keras_layer_name():
+    layers = [LayerError("net/re_lu_13/Relu;net/add_5/add", "ADD", 0.1, 0.1),
+              LayerError("net/conv2d_1/BiasAdd;net/conv2d_1/Conv2D", "CONV_2D", 0.1, 0.1),
+              LayerError("net/pool/Mean", "MEAN", 0.1, 0.1)]
+    assert [e.op for e in mixed.named(layers, ["net/pool/Mean", "add_5"])] == ["ADD", "MEAN"]   # model order
+    assert [e.op for e in mixed.named(layers, ["net/conv2d_1/Conv2D"])] == ["CONV_2D"]
+    assert mixed.named(layers, ["predictions"], already_float=["net/predictions/MatMul"]) == []   # the head: float anyway
+    with pytest.raises(Exception, match=r"'add_6' is not a layer .* Did you mean 'add_5'\?"):
+        mixed.named(layers, ["add_6"])
+
+
+def test_keep_float_without_a_mixed_format_is_one_line_before_anything_loads(tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"not read")
+    result = runner.invoke(app, ["convert", str(model), "--formats", "tflite-int8", "--keep-float", "wide"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--keep-float names layers for the mixed formats" in result.output

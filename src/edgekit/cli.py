@@ -209,6 +209,9 @@ def convert(
     skip_bad: bool = typer.Option(_default(ConvertConfig, "skip_bad"), "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
     min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed and onnx-int8-mixed "
                                                   "(and their tolerance), e.g. 0.995; layers are kept in float until it is met."),
+    keep_float: List[str] = typer.Option([], "--keep-float", metavar="LAYER", help="Keep these layers in float in "
+                                         "tflite-int8-mixed/onnx-int8-mixed instead of searching (repeat, or comma list): "
+                                         "a layer's name as --explain and the manifest give it, or its Keras layer name."),
     explain: Optional[str] = typer.Option(None, help="Print the error int8 adds at each layer of this format "
                                           "(tflite-int8 or tflite-int8-mixed), worst first; converts just it unless --formats is given."),
 ):
@@ -224,7 +227,7 @@ def convert(
                             mean=parse_numbers(mean, "--mean"), std=parse_numbers(std, "--std"),
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
                             select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad, min_agreement=min_agreement,
-                            explain=explain)
+                            keep_float=keep_float, explain=explain)
         with _working():
             report = run_convert(cfg)
     except EdgeError as exc:

@@ -34,4 +34,5 @@ class ConvertConfig:
     skip_bad: bool = False                         # go on without unreadable images (a run's own config may say so)
     threads: Optional[int] = None                  # validation inference threads (None: all available)
     min_agreement: Optional[float] = None          # the mixed formats' target (None: formats.DEFAULT_MIN_AGREEMENT)
+    keep_float: Sequence[str] = ()                 # the mixed formats keep these layers in float (no search)
     explain: Optional[str] = None                  # a format whose per-layer errors the CLI prints; converted too

@@ -192,7 +192,7 @@ def full_integer(fmt: Format, ctx: ExportContext, conv, notes: List[str], detail
         return mixed.recent(lambda layers: restore_float_biases(quiet(make, layers), fmt, ctx))
     head = set(float_ops.get("(head)", []))
     result = _search(fmt, ctx, [e for e in errors if e.name not in head],
-                     {name: mixed_of(make) for name, make in candidates.items()}, graph, quiet)
+                     {name: mixed_of(make) for name, make in candidates.items()}, graph, quiet, sorted(head))
     details["mixed"] = {**result.to_dict(), "head_in_float": float_ops.get("(head)", []),
                         "float_ops": sorted({n for e in result.kept_out for n in float_ops.get(e.name, [e.name])}
                                             | set(float_ops.get("(head)", [])))}
@@ -298,9 +298,10 @@ def _with_metadata(blob: bytes, ctx: ExportContext) -> bytes:
     return with_metadata(blob, ctx, [])
 
 
-def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet):
+def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet, head=()):
     """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
-    agrees more with no layer in float (less output error on a tie) is searched from."""
+    agrees more with no layer in float (less output error on a tie) is searched from; with --keep-float
+    (options["keep_float"]) those layers are kept in float instead of searching."""
     target = float(fmt.tolerance.min_agreement)
     with Judge(fmt, ctx, quiet) as judge:
         where = judge.where
@@ -308,6 +309,11 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
         quantize = quantizers[chosen]
         console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, a in scores.items())
                       + f" on {where} with no layer in float: {chosen}", highlight=False)
+        if fmt.options.get("keep_float"):
+            result = mixed.fixed(mixed.named(errors, fmt.options["keep_float"], head), quantize, judge.agreement,
+                                 target)
+            result.where, result.ranges = where, {"chosen": chosen, "agreement_without_float_layers": scores}
+            return result
 
         def output_error(layers: List[str]) -> float:
             return judge.error(quantize(layers))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from edgekit.errors import EdgeError
 from edgekit.helpers import did_you_mean
@@ -180,9 +180,10 @@ def parse_names(names: Union[None, str, Iterable[str]], known: Iterable[str], de
 
 
 def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,
-                    opset: Optional[int] = None, min_agreement: Optional[float] = None) -> List[Format]:
-    """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied and
-    --min-agreement made the mixed formats' target (and their tolerance)."""
+                    opset: Optional[int] = None, min_agreement: Optional[float] = None,
+                    keep_float: Sequence[str] = ()) -> List[Format]:
+    """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied,
+    --min-agreement made the mixed formats' target (and their tolerance) and --keep-float their layers in float."""
     if min_agreement is not None and not 0 < min_agreement <= 1:
         raise EdgeError(f"--min-agreement is a share of images between 0 and 1 (0.995 = 99.5 %), not {min_agreement}.")
     if io is not None and io not in IO_TYPES:
@@ -191,5 +192,13 @@ def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str]
         raise EdgeError(f"--opset {opset} is outside what tf2onnx supports here (9 to 21); 17 is a safe choice.")
     picked = parse_names(names, FORMATS, DEFAULT_FORMATS)
     out = [FORMATS[n].with_options(io=io, opset=opset) for n in picked]
-    return [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
-            if min_agreement is not None and f.options.get("mixed") else f for f in out]
+    out = [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
+           if min_agreement is not None and f.options.get("mixed") else f for f in out]
+    keep = [n.strip() for name in keep_float for n in name.split(",") if n.strip()]
+    if not keep:
+        return out
+    if not any(f.options.get("mixed") for f in out):
+        raise EdgeError("--keep-float names layers for the mixed formats; add tflite-int8-mixed or onnx-int8-mixed "
+                        "to --formats.")
+    return [dataclasses.replace(f, options={**f.options, "keep_float": keep}) if f.options.get("mixed") else f
+            for f in out]

@@ -6,6 +6,7 @@ calibration images when there is no val split to spare), never on the validation
 the chosen artifact on images the search did not see. Each step
 keeps one more layer of the ranking (layer_error.py) out, so the layers kept out are always the worst few,
 and the search stops at the first step that meets the target: no more layers than that ranking needs.
+`--keep-float` names the layers instead (named, fixed): no search, that artifact judged the same way.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
+from edgekit.convert.context import ExportError
 from edgekit.convert.layer_error import LayerError
+from edgekit.helpers import did_you_mean
 
 MAX_KEPT_OUT = 64   # a model that needs more than this in float is not an int8 model; the search says so
 FIRST_TRIED = 32    # layers of the per-layer ranking whose benefit in float is measured one by one (by_benefit)
@@ -38,20 +41,24 @@ class Mixed:
     where: str = "the calibration images"   # what the agreement was measured on
     benefits: List["Benefit"] = field(default_factory=list)   # the order the layers were tried in, and why
     ranges: dict = field(default_factory=dict)                  # which activation ranges the search started from
+    asked: bool = False               # the layers were named (--keep-float), not searched for
 
     @property
     def met(self) -> bool:
         return self.agreement >= self.target
 
     def to_dict(self) -> dict:
-        return {"target_agreement": self.target, "met": self.met, "search_agreement": round(self.agreement, 6),
-                "search_images": self.where, "order": [b.to_dict() for b in self.benefits],
-                "activation_ranges": self.ranges,
-                "kept_out": [e.to_dict() for e in self.kept_out], "steps": [s.to_dict() for s in self.steps]}
+        out = {"target_agreement": self.target, "met": self.met, "search_agreement": round(self.agreement, 6),
+               "search_images": self.where, "order": [b.to_dict() for b in self.benefits],
+               "activation_ranges": self.ranges,
+               "kept_out": [e.to_dict() for e in self.kept_out], "steps": [s.to_dict() for s in self.steps]}
+        return {**out, "asked": True} if self.asked else out
 
     def describe(self) -> str:
         names = ", ".join(f"{e.op} {e.name}" for e in self.kept_out) or "none"
         head = "target met" if self.met else f"target {self.target:.1%} not met; the best reached"
+        if self.asked:
+            head = "as --keep-float asked, target " + ("met" if self.met else f"{self.target:.1%} not met")
         return (f"{head}: {len(self.kept_out)} layer(s) kept in float ({names}); top-1 agreement "
                 f"{self.agreement:.2%} on {self.where}")
 
@@ -121,3 +128,40 @@ def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes],
     assert best is not None  # k = 0 always runs
     best.steps = steps
     return best
+
+
+def _parts(name: str) -> List[str]:
+    """What a layer answers to: its full name, each ';'-joined op name in it (TFLite fuses ops) and each '/'-part
+    of those (the Keras layer's own name, e.g. 'add_5' in 'resnet8/re_lu_13/Relu;resnet8/add_5/add')."""
+    parts = [name]
+    for piece in name.split(";"):
+        parts.append(piece)
+        parts.extend(piece.split("/"))
+    return [p for p in parts if p]
+
+
+def named(candidates: Sequence[LayerError], wanted: Sequence[str], already_float: Sequence[str] = ()) -> List[LayerError]:
+    """The candidates `wanted` names (--keep-float), in model order: a name matches a layer by any of its _parts,
+    so the Keras layer name a user knows is enough. A name that matches no layer is an ExportError with the
+    closest names; one that matches only the head (float anyway) is dropped."""
+    chosen, unknown = set(), []
+    float_parts = {p for n in already_float for p in _parts(n)}
+    for w in wanted:
+        hits = {e.name for e in candidates if w in _parts(e.name)}
+        if not hits and w not in float_parts:
+            unknown.append(w)
+        chosen |= hits
+    if unknown:
+        known = sorted({p for e in candidates for p in _parts(e.name)})
+        raise ExportError(f"--keep-float {unknown[0]!r} is not a layer this format can keep in float."
+                          f"{did_you_mean(unknown[0], known)} Its layers are in the manifest's layer_errors and "
+                          "in `edge convert --explain`.")
+    return [e for e in candidates if e.name in chosen]
+
+
+def fixed(kept: Sequence[LayerError], quantize: Callable[[List[str]], bytes], agreement: Callable[[bytes], float],
+          target: float) -> Mixed:
+    """The artifact with exactly `kept` in float, scored as a search step is."""
+    blob = quantize([e.name for e in kept])
+    got = agreement(blob)
+    return Mixed(blob, list(kept), got, target, steps=[Step(len(kept), got)], asked=True)

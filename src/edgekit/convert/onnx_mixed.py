@@ -94,8 +94,9 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
         raise ExportError(f"{fmt.name}: could not find the layer computing the logits before the output; the mixed "
                           "format keeps it in float.")
     cost, read_by = macs(model, weighted_layers), readers(model)
-    candidates = [LayerError(n.name, n.op_type, math.nan, math.nan) for n in weighted_layers
-                  if n.name and n.name not in kept_head][:MAX_TRIED]
+    every = [LayerError(n.name, n.op_type, math.nan, math.nan) for n in weighted_layers
+             if n.name and n.name not in kept_head]
+    candidates = every[:MAX_TRIED]
 
     def unit(layer: str) -> List[str]:
         return [layer] + [r for r in read_by.get(layer, []) if r != layer]
@@ -110,6 +111,11 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
     target = float(fmt.tolerance.min_agreement)
     with Judge(fmt, ctx, lambda fn, *a: fn(*a), write=lambda blob, path: path.write_bytes(blob)) as judge:
         where = judge.where
+        if fmt.options.get("keep_float"):
+            result = mixed.fixed(mixed.named(every, fmt.options["keep_float"], kept_head), make,
+                                 judge.agreement, target)
+            result.where = where
+            return _finish(result, kept_head, unit, details, notes)
         console.print(f"    measuring what each of the {len(candidates)} weighted layers gives back in float, on "
                       f"{where} …", highlight=False)
         ordered = mixed.by_benefit(candidates, lambda layers: judge.error(make(layers)),
@@ -121,6 +127,10 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
                           f"on {where}", highlight=False)
         result = mixed.search([b.layer for b in ordered], make, judge.agreement, target, on_step=said)
     result.where, result.benefits = where, ordered
+    return _finish(result, kept_head, unit, details, notes)
+
+
+def _finish(result: mixed.Mixed, kept_head: List[str], unit, details: Dict[str, Any], notes: List[str]):
     details["mixed"] = {**result.to_dict(), "head_in_float": kept_head,
                         "float_ops": sorted(set(kept_head) | {n for e in result.kept_out for n in unit(e.name)})}
     notes.append(result.describe())
