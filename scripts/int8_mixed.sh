@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Plain int8 against mixed int8/float side by side for a trained run (issue 28): `edge convert` to tflite-fp32,
-# tflite-int8, tflite-int8-mixed, onnx-int8 and onnx-int8-mixed (FORMATS= to choose) validated on the whole test
+# tflite-int8, tflite-int8-mixed, onnx-int8 and onnx-int8-mixed (FORMATS= to choose; tflite-int8-stock too) validated on the whole test
 # set (--val-samples 10000), then one `edge bench` of them (1 thread, batch 1). The run is copied first (its own export/ and bench/ are left alone).
 # Prints each format's top-1 agreement with Keras, top-1, p50 latency and the mixed/int8 latency ratio, and the
 # layers the mixed artifact keeps in float.
@@ -28,7 +28,8 @@ run = sys.argv[1]
 man = {e["format"]: e for e in json.load(open(f"{run}/export/manifest.json"))["artifacts"]}
 rows = {r["name"]: r for r in json.load(open(f"{run}/bench/report.json"))["rows"]}
 p50 = {}
-for name in [n for n in ("tflite-fp32", "tflite-int8", "tflite-int8-mixed", "onnx-int8", "onnx-int8-mixed") if n in man]:
+for name in [n for n in ("tflite-fp32", "tflite-int8-stock", "tflite-int8", "tflite-int8-mixed", "onnx-int8",
+                         "onnx-int8-mixed") if n in man]:
     e, r = man[name], rows.get(name, {})
     lat = next((x["run"]["p50_ms"] for x in r.get("latency", []) if x.get("threads") == 1 and x.get("batch") == 1), None)
     p50[name] = lat

@@ -101,6 +101,14 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
             "rounding": "gptq", "diagnose": True},
            Tolerance(min_agreement=0.95, max_accuracy_drop=0.02),
            summary="full integer: int8 kernels, uint8 (or --io int8) input/output, calibrated, bias-corrected"),
+    # stock: what TFLiteConverter gives with a representative dataset and nothing else (each tensor's calibrated
+    # min/max, weights rounded to nearest, trained biases): the baseline the formats above improve on, for a user
+    # to see what bias correction, GPTQ and the range choice buy on their model
+    Format("tflite-int8-stock", ".tflite", "litert",
+           {"optimize": True, "calibrate": True, "supported_ops": INT8_OPS, "io": "uint8"},
+           Tolerance(min_agreement=0.95, max_accuracy_drop=0.02), default=False,
+           summary="full integer as TFLiteConverter makes it alone (calibrated min/max, nearest rounding, no bias "
+                   "correction): the baseline"),
     # mixed: layers kept in float one at a time (in the order of what each gives back) until the top-1 agreement
     # with the source on the search images (the val split) reaches the tolerance's min_agreement, which
     # --min-agreement sets (convert/export_int8.py, convert/mixed.py)
