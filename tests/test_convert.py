@@ -107,6 +107,12 @@ def test_manifest_describes_each_artifact(full, run_dir):
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(entries["onnx-int8"]["ops"])
     assert entries["onnx-int8"]["opset"]["ai.onnx"] == 17
     assert "tensorflow-model-optimization" in entries["tflite-qat"]["tools"]
+    # the baseline is the converter alone: same int8 kernels and I/O, none of tflite-int8's corrections
+    stock = entries["tflite-int8-stock"]
+    assert stock["inputs"][0]["dtype"] == "uint8" and "CONV_2D" in stock["ops"]
+    assert any("bias correction on" in n for n in int8.get("notes", []))
+    assert not any("bias correction" in n or "GPTQ" in n or "activation ranges" in n for n in stock.get("notes", []))
+    assert stock["sha256"] != int8["sha256"] and "layer_errors" not in stock
 
 
 def _other_model(seed: int) -> keras.Model:
