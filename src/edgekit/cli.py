@@ -185,7 +185,7 @@ def convert(
                                             "Keras 3), SavedModel directory or .onnx file of another model (then also "
                                             "--labels, --scale/--offset or --mean/--std, --data)."),
     formats: Optional[str] = typer.Option(None, "--formats", "-f", help="Comma-separated formats, 'default' or 'all' "
-                                          "(see the formats table in the README). Default: every format but tflite-qat and the two -mixed ones."),
+                                          "(see the formats table in the README). Default: every format but tflite-qat, tflite-int8-stock and the two -mixed ones."),
     calib_samples: int = typer.Option(_default(ConvertConfig, "calib_samples"), help="Training images (seeded, class-balanced) that calibrate the quantized formats."),
     val_samples: int = typer.Option(_default(ConvertConfig, "val_samples"), help="Held-out images (test split, then val) each artifact is validated on."),
     io: str = typer.Option(_default(ConvertConfig, "io"), help="Input/output type of tflite-int8 and tflite-qat: uint8 or int8."),
