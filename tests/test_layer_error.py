@@ -299,8 +299,13 @@ def test_keep_float_matches_a_layer_by_its_full_name_a_fused_op_or_the_keras_lay
     assert [e.op for e in mixed.named(layers, ["net/pool/Mean", "add_5"])] == ["ADD", "MEAN"]   # model order
     assert [e.op for e in mixed.named(layers, ["net/conv2d_1/Conv2D"])] == ["CONV_2D"]
     assert mixed.named(layers, ["predictions"], already_float=["net/predictions/MatMul"]) == []   # the head: float anyway
+    se = LayerError("net/expanded_conv_10/squeeze_excite/Mul/mul", "MUL", 0.1, 0.1)   # a Keras name with '/' in it
+    assert mixed.named(layers + [se], ["expanded_conv_10/squeeze_excite/Mul"]) == [se]
+    assert mixed.named(layers + [se], ["squeeze_excite/Mul"]) == [se]
     with pytest.raises(Exception, match=r"'add_6' is not a layer .* Did you mean 'add_5'\?"):
         mixed.named(layers, ["add_6"])
+    with pytest.raises(Exception, match=r"'net' matches 3 layers .*name one layer at a time"):
+        mixed.named(layers, ["net"])   # a part every layer has would keep the whole model in float
 
 
 def test_keep_float_without_a_mixed_format_is_one_line_before_anything_loads(tmp_path):

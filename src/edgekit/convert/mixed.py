@@ -131,8 +131,8 @@ def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes],
 
 
 def _parts(name: str) -> List[str]:
-    """What a layer answers to: its full name, each ';'-joined op name in it (TFLite fuses ops) and each '/'-part
-    of those (the Keras layer's own name, e.g. 'add_5' in 'resnet8/re_lu_13/Relu;resnet8/add_5/add')."""
+    """A layer's full name, each ';'-joined op name in it (TFLite fuses ops) and each '/'-part of those: the
+    names offered when a --keep-float name matches nothing."""
     parts = [name]
     for piece in name.split(";"):
         parts.append(piece)
@@ -140,17 +140,27 @@ def _parts(name: str) -> List[str]:
     return [p for p in parts if p]
 
 
+def _answers_to(name: str, wanted: str) -> bool:
+    """Whether `wanted` names this layer: its full name, one of its ';'-joined op names, or a run of whole
+    '/'-parts of one (the Keras layer's own name: 'add_5' in 'resnet8/re_lu_13/Relu;resnet8/add_5/add', and
+    'expanded_conv_10/squeeze_excite/Mul' in 'net/expanded_conv_10/squeeze_excite/Mul/mul')."""
+    return wanted == name or any(f"/{wanted}/" in f"/{piece}/" for piece in name.split(";"))
+
+
 def named(candidates: Sequence[LayerError], wanted: Sequence[str], already_float: Sequence[str] = ()) -> List[LayerError]:
-    """The candidates `wanted` names (--keep-float), in model order: a name matches a layer by any of its _parts,
-    so the Keras layer name a user knows is enough. A name that matches no layer is an ExportError with the
-    closest names; one that matches only the head (float anyway) is dropped."""
+    """The candidates `wanted` names (--keep-float), in model order (_answers_to: the Keras layer name a user
+    knows is enough). A name that matches no layer is an ExportError with the
+    closest names, one that matches several ('Relu', the model's name) an ExportError naming a few; one that
+    matches only the head (float anyway) is dropped."""
     chosen, unknown = set(), []
-    float_parts = {p for n in already_float for p in _parts(n)}
     for w in wanted:
-        hits = {e.name for e in candidates if w in _parts(e.name)}
-        if not hits and w not in float_parts:
+        hits = [e.name for e in candidates if _answers_to(e.name, w)]
+        if len(hits) > 1 and w not in hits:
+            raise ExportError(f"--keep-float {w!r} matches {len(hits)} layers ({', '.join(hits[:3])}"
+                              f"{', …' if len(hits) > 3 else ''}); name one layer at a time.")
+        if not hits and not any(_answers_to(n, w) for n in already_float):
             unknown.append(w)
-        chosen |= hits
+        chosen |= set(hits)
     if unknown:
         known = sorted({p for e in candidates for p in _parts(e.name)})
         raise ExportError(f"--keep-float {unknown[0]!r} is not a layer this format can keep in float."
