@@ -28,14 +28,14 @@ run = sys.argv[1]
 man = {e["format"]: e for e in json.load(open(f"{run}/export/manifest.json"))["artifacts"]}
 rows = {r["name"]: r for r in json.load(open(f"{run}/bench/report.json"))["rows"]}
 p50 = {}
-for name in [n for n in ("tflite-fp32", "tflite-int8-stock", "tflite-int8", "tflite-int8-mixed", "onnx-int8",
+for name in [n for n in ("tflite-fp32", "tflite-int8-stock", "tflite-int8", "tflite-int8-mixed", "onnx-fp32", "onnx-int8",
                          "onnx-int8-mixed") if n in man]:
     e, r = man[name], rows.get(name, {})
     lat = next((x["run"]["p50_ms"] for x in r.get("latency", []) if x.get("threads") == 1 and x.get("batch") == 1), None)
     p50[name] = lat
     p = e.get("parity") or {}
     print(f"{e['symbol']} {name:18s} agreement {p.get('top1_agreement', 0):.2%}  top-1 {p.get('accuracy') or 0:.2%}  "
-          f"p50 {lat:.3f} ms  {e.get('size_bytes', 0) / 1e6:.2f} MB")
+          f"p50 {f'{lat:.3f} ms' if lat else '(not benched)'}  {e.get('size_bytes', 0) / 1e6:.2f} MB")
 for plain, mixed in (("tflite-int8", "tflite-int8-mixed"), ("onnx-int8", "onnx-int8-mixed")):
     if mixed not in man or not p50.get(mixed) or not p50.get(plain):
         continue
