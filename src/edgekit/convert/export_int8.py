@@ -284,6 +284,30 @@ class Judge:
     def error(self, blob: bytes) -> float:
         return float(np.mean((self.probs(blob) - self.keras_probs) ** 2))
 
+    def search_mixed(self, ranked, quantize, macs, *, every=None, already_float=(), first: int = mixed.FIRST_TRIED,
+              what: str = "worst layers") -> mixed.Mixed:
+        """Both mixed formats' search, judged here: the layers options["keep_float"] names (looked up in `every`,
+        default `ranked`) kept in float with no search; else the first `first` of `ranked` measured one by one
+        (mixed.by_benefit: output error here, cost timed here, `macs` where not) and kept out in that order until
+        the format's target is met (mixed.search), each step printed."""
+        target = float(self.fmt.tolerance.min_agreement)
+        if self.fmt.options.get("keep_float"):
+            result = mixed.fixed(mixed.named(ranked if every is None else every, self.fmt.options["keep_float"],
+                                             already_float), quantize, self.agreement, target)
+        else:
+            console.print(f"    measuring what each of the {min(len(ranked), first)} {what} gives back in float, "
+                          f"on {self.where} …", highlight=False)
+            ordered = mixed.by_benefit(ranked, lambda layers: self.error(quantize(layers)), macs, first=first,
+                                       extra_ms=self.extra_ms(quantize))
+
+            def said(step) -> None:
+                console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
+                              f"on {self.where}", highlight=False)
+            result = mixed.search([b.layer for b in ordered], quantize, self.agreement, target, on_step=said)
+            result.benefits = ordered
+        result.where = self.where
+        return result
+
     def choose(self, quantizers: Dict[str, Any]) -> tuple:
         """(the name of the quantize function whose artifact with no layer in float agrees more, less output error
         on a tie; {name: agreement})."""
@@ -300,35 +324,13 @@ def _with_metadata(blob: bytes, ctx: ExportContext) -> bytes:
 
 def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any], graph, quiet, head=()):
     """quantizers: activation ranges (min/max, percentile) → its quantize function. The one whose artifact
-    agrees more with no layer in float (less output error on a tie) is searched from; with --keep-float
-    (options["keep_float"]) those layers are kept in float instead of searching."""
-    target = float(fmt.tolerance.min_agreement)
+    agrees more with no layer in float (less output error on a tie) is searched from (Judge.search_mixed)."""
     with Judge(fmt, ctx, quiet) as judge:
-        where = judge.where
         chosen, scores = judge.choose(quantizers)
-        quantize = quantizers[chosen]
         console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, a in scores.items())
-                      + f" on {where} with no layer in float: {chosen}", highlight=False)
-        if fmt.options.get("keep_float"):
-            result = mixed.fixed(mixed.named(errors, fmt.options["keep_float"], head), quantize, judge.agreement,
-                                 target)
-            result.where, result.ranges = where, {"chosen": chosen, "agreement_without_float_layers": scores}
-            return result
-
-        def output_error(layers: List[str]) -> float:
-            return judge.error(quantize(layers))
-
-        console.print(f"    measuring what each of the {min(len(errors), mixed.FIRST_TRIED)} worst layers gives back "
-                      f"in float, on {where} …", highlight=False)
-        ordered = mixed.by_benefit(errors, output_error, lambda n: sum(graph.macs.get(o, 0) for o in
-                                                                      [n] + graph.readers.get(n, [])),
-                                   extra_ms=judge.extra_ms(quantize))
-
-        def said(step) -> None:
-            console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
-                          f"on {where}", highlight=False)
-        result = mixed.search([b.layer for b in ordered], quantize, judge.agreement, target, on_step=said)
-        result.where = where
-        result.benefits = ordered
+                      + f" on {judge.where} with no layer in float: {chosen}", highlight=False)
+        result = judge.search_mixed(errors, quantizers[chosen],
+                                    lambda n: sum(graph.macs.get(o, 0) for o in [n] + graph.readers.get(n, [])),
+                                    already_float=head)
         result.ranges = {"chosen": chosen, "agreement_without_float_layers": scores}
         return result

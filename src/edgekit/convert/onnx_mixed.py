@@ -21,7 +21,6 @@ from edgekit.convert.context import ExportContext, ExportError
 from edgekit.convert.export_int8 import Judge
 from edgekit.convert.formats import Format
 from edgekit.convert.layer_error import LayerError
-from edgekit.progress import console
 
 MAX_TRIED = 64   # candidates measured one by one; a model with more is searched over its first MAX_TRIED
 
@@ -108,29 +107,10 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
             names.extend(n for n in unit(layer) if n not in names)
         return to_bytes(quantize(names))
 
-    target = float(fmt.tolerance.min_agreement)
     with Judge(fmt, ctx, lambda fn, *a: fn(*a), write=lambda blob, path: path.write_bytes(blob)) as judge:
-        where = judge.where
-        if fmt.options.get("keep_float"):
-            result = mixed.fixed(mixed.named(every, fmt.options["keep_float"], kept_head), make,
-                                 judge.agreement, target)
-            result.where = where
-            return _finish(result, kept_head, unit, details, notes)
-        console.print(f"    measuring what each of the {len(candidates)} weighted layers gives back in float, on "
-                      f"{where} …", highlight=False)
-        ordered = mixed.by_benefit(candidates, lambda layers: judge.error(make(layers)),
-                                   lambda name: sum(cost.get(n, 0) for n in unit(name)) or 1,
-                                   first=len(candidates), extra_ms=judge.extra_ms(make))
-
-        def said(step) -> None:
-            console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
-                          f"on {where}", highlight=False)
-        result = mixed.search([b.layer for b in ordered], make, judge.agreement, target, on_step=said)
-    result.where, result.benefits = where, ordered
-    return _finish(result, kept_head, unit, details, notes)
-
-
-def _finish(result: mixed.Mixed, kept_head: List[str], unit, details: Dict[str, Any], notes: List[str]):
+        result = judge.search_mixed(candidates, make, lambda name: sum(cost.get(n, 0) for n in unit(name)) or 1,
+                                    every=every, already_float=kept_head, first=len(candidates),
+                                    what="weighted layers")
     details["mixed"] = {**result.to_dict(), "head_in_float": kept_head,
                         "float_ops": sorted(set(kept_head) | {n for e in result.kept_out for n in unit(e.name)})}
     notes.append(result.describe())
