@@ -117,6 +117,47 @@ def test_a_missed_target_returns_the_step_that_agreed_most_with_the_fewest_layer
     assert "not met" in got.describe()
 
 
+def test_the_float_prefix_bisects_to_the_fewest_first_layers_that_meet_the_target():
+    in_order = [LayerError(f"l{i}", "CONV_2D", 0.1, 0.3) for i in range(20)]
+    tried = []
+
+    def quantize(names):
+        assert names == [f"l{i}" for i in range(len(names))]   # always a prefix in model order
+        tried.append(len(names))
+        return str(len(names)).encode()
+
+    got = mixed.prefix(in_order, quantize, lambda blob: 0.97 + 0.002 * int(blob), 0.995)   # met from 13 on
+    assert got.met and len(got.kept_out) == 13 and got.blob == b"13" and got.how == "prefix"
+    assert len(tried) <= 2 + 5 and 12 in tried   # bisection: the ends, then log2(20) steps; 12 misses, 13 meets
+    assert "float prefix (the first 13 layers" in got.describe()
+
+
+def test_a_float_prefix_that_cannot_meet_the_target_keeps_all_and_says_not_met():
+    in_order = [LayerError(f"l{i}", "ADD", 0.1, 0.3) for i in range(4)]
+    got = mixed.prefix(in_order, lambda names: str(len(names)).encode(), lambda blob: 0.9 + 0.01 * int(blob), 0.99)
+    assert not got.met and len(got.kept_out) == 4 and [s.kept_out for s in got.steps] == [0, 4]
+    assert mixed.prefix(in_order, lambda names: b"x", lambda blob: 1.0, 0.99).kept_out == []   # met with none
+
+
+def test_the_prefix_replaces_the_islands_only_when_it_meets_the_target_and_is_clearly_faster():
+    def m(how, got, n):
+        return mixed.Mixed(how.encode(), [LayerError(f"l{i}", "ADD", 0.1, 0.3) for i in range(n)], got, 0.995, how=how)
+    isl, pre = m("islands", 0.996, 3), m("prefix", 0.997, 10)
+    assert mixed.islands_or_prefix(isl, pre, {"islands": 1.0, "prefix": 0.9}) is pre
+    assert mixed.islands_or_prefix(isl, pre, {"islands": 1.0, "prefix": 0.97}) is isl     # within noise
+    assert mixed.islands_or_prefix(m("islands", 0.99, 3), pre, {"islands": 0.5, "prefix": 2.0}) is pre   # only it meets
+    assert mixed.islands_or_prefix(isl, m("prefix", 0.99, 3), {"islands": 2.0, "prefix": 0.5}) is isl
+    assert mixed.islands_or_prefix(m("islands", 0.98, 3), m("prefix", 0.985, 9), {"islands": 1, "prefix": 2}).how == "prefix"
+
+
+def test_the_search_aims_above_the_target_by_its_sampling_error_at_most_half_way_to_all():
+    assert mixed.goal(0.995, 20000) == pytest.approx(0.995 + 1.645 * (0.995 * 0.005 / 20000) ** 0.5)   # +0.08 pt
+    assert mixed.goal(0.99, 2000) == pytest.approx(0.99 + 1.645 * (0.99 * 0.01 / 2000) ** 0.5)   # +0.37 pt
+    assert mixed.goal(0.995, 2000) == pytest.approx(0.9975)   # 0.26 pt capped at half the way to 100 %
+    assert mixed.goal(0.99, 24) == pytest.approx(0.995)   # a few images: half way to 100 %
+    assert mixed.goal(1.0, 100) == 1.0 and mixed.goal(0.9, 0) == 0.9
+
+
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
 def test_min_agreement_outside_zero_to_one_is_one_line(value, tmp_path):
     result = runner.invoke(app, ["convert", str(tmp_path), "--min-agreement", value])
@@ -142,6 +183,7 @@ def test_layers_kept_in_float_get_their_own_biases_back(tiny_run, tmp_path, monk
         blob = quantize([e.name for e in kept])
         return mixed.Mixed(blob, kept, agreement(blob), target)
     monkeypatch.setattr(mixed, "search", all_in_float)
+    monkeypatch.setattr(mixed, "islands_or_prefix", lambda islands, prefixed, p50_ms: islands)
 
     def parity(name):
         run = shutil.copytree(tiny_run, tmp_path / name)

@@ -208,7 +208,7 @@ def convert(
     seed: Optional[int] = typer.Option(None, help="Seed of the calibration/validation samples and QAT. Default: the run's."),
     skip_bad: bool = typer.Option(_default(ConvertConfig, "skip_bad"), "--skip-bad", help="Go on without unreadable images in --data (they are counted) instead of stopping."),
     min_agreement: Optional[float] = typer.Option(None, help="Target top-1 agreement of tflite-int8-mixed and onnx-int8-mixed "
-                                                  "(and their tolerance), e.g. 0.995; layers are kept in float until it is met."),
+                                                  "(and their tolerance), e.g. 0.995; layers are kept in float (the worst one by one, or a prefix in model order, whichever is faster) until the search images clear it by their sampling error."),
     keep_float: List[str] = typer.Option([], "--keep-float", metavar="LAYER", help="Keep these layers in float in "
                                          "tflite-int8-mixed/onnx-int8-mixed instead of searching (repeat, or comma list): "
                                          "a layer's name as --explain and the manifest give it, or its Keras layer name."),

@@ -285,28 +285,54 @@ class Judge:
         return float(np.mean((self.probs(blob) - self.keras_probs) ** 2))
 
     def search_mixed(self, ranked, quantize, macs, *, every=None, already_float=(), first: int = mixed.FIRST_TRIED,
-              what: str = "worst layers") -> mixed.Mixed:
+                     what: str = "worst layers", in_order=()) -> mixed.Mixed:
         """Both mixed formats' search, judged here: the layers options["keep_float"] names (looked up in `every`,
         default `ranked`) kept in float with no search; else the first `first` of `ranked` measured one by one
         (mixed.by_benefit: output error here, cost timed here, `macs` where not) and kept out in that order until
-        the format's target is met (mixed.search), each step printed."""
+        the format's target is met (mixed.search), each step printed; then, given `in_order` (the candidates in
+        model order), a float prefix meeting the target (mixed.prefix), and of the two the faster that meets it
+        (the one agreeing more where neither does)."""
         target = float(self.fmt.tolerance.min_agreement)
+        aim = mixed.goal(target, len(self.images))
         if self.fmt.options.get("keep_float"):
             result = mixed.fixed(mixed.named(ranked if every is None else every, self.fmt.options["keep_float"],
                                              already_float), quantize, self.agreement, target)
         else:
             console.print(f"    measuring what each of the {min(len(ranked), first)} {what} gives back in float, "
-                          f"on {self.where} …", highlight=False)
+                          f"on {self.where} (the search's goal: {aim:.2%} there, for {target:.1%} on unseen "
+                          "images) …", highlight=False)
             ordered = mixed.by_benefit(ranked, lambda layers: self.error(quantize(layers)), macs, first=first,
                                        extra_ms=self.extra_ms(quantize))
 
             def said(step) -> None:
                 console.print(f"    {step.kept_out:>2} layer(s) in float: top-1 agreement {step.agreement:.2%} "
                               f"on {self.where}", highlight=False)
-            result = mixed.search([b.layer for b in ordered], quantize, self.agreement, target, on_step=said)
+            result = mixed.search([b.layer for b in ordered], quantize, self.agreement, aim, on_step=said)
             result.benefits = ordered
+            if in_order and result.kept_out:
+                result = self._or_prefix(result, in_order, quantize, aim)
+            result.target, result.goal = target, aim   # chosen against the goal; met or not against the target
         result.where = self.where
         return result
+
+    def _or_prefix(self, islands: mixed.Mixed, in_order, quantize, aim: float) -> mixed.Mixed:
+        console.print(f"    a float prefix instead: the first k of {len(in_order)} layers in model order …",
+                      highlight=False)
+        pre = mixed.prefix(in_order, quantize, self.agreement, aim,
+                           on_step=lambda s: console.print(f"    first {s.kept_out:>2} in float: top-1 agreement "
+                                                           f"{s.agreement:.2%} on {self.where}", highlight=False))
+        ms = {"islands": self.latency_ms(islands.blob), "prefix": self.latency_ms(pre.blob)}
+        pick = mixed.islands_or_prefix(islands, pre, ms)
+        other = pre if pick is islands else islands
+        pick.compared = {"p50_ms": {k: round(v, 4) for k, v in ms.items()}, "other": {
+            "how": other.how, "kept_out": len(other.kept_out), "search_agreement": round(other.agreement, 6),
+            "reached_goal": other.met, "steps": [s.to_dict() for s in other.steps]}}
+        if pick is pre:
+            pre.benefits = islands.benefits
+        console.print(f"    kept: {pick.how} ({len(pick.kept_out)} layers, {pick.agreement:.2%}, {ms[pick.how]:.3f} ms)"
+                      f" over {other.how} ({len(other.kept_out)} layers, {other.agreement:.2%}, "
+                      f"{ms[other.how]:.3f} ms)", highlight=False)
+        return pick
 
     def choose(self, quantizers: Dict[str, Any]) -> tuple:
         """(the name of the quantize function whose artifact with no layer in float agrees more, less output error
@@ -329,8 +355,10 @@ def _search(fmt: Format, ctx: ExportContext, errors, quantizers: Dict[str, Any],
         chosen, scores = judge.choose(quantizers)
         console.print("    activation ranges: " + ", ".join(f"{n} {a:.2%}" for n, a in scores.items())
                       + f" on {judge.where} with no layer in float: {chosen}", highlight=False)
+        order = {t: i for i, t in enumerate(graph.writer)}   # the ops' order in the model
         result = judge.search_mixed(errors, quantizers[chosen],
                                     lambda n: sum(graph.macs.get(o, 0) for o in [n] + graph.readers.get(n, [])),
-                                    already_float=head)
+                                    already_float=head,
+                                    in_order=sorted(errors, key=lambda e: order.get(e.name, len(order))))
         result.ranges = {"chosen": chosen, "agreement_without_float_layers": scores}
         return result

@@ -110,7 +110,7 @@ def search(fmt: Format, ctx: ExportContext, model, weighted_layers: list, quanti
     with Judge(fmt, ctx, lambda fn, *a: fn(*a), write=lambda blob, path: path.write_bytes(blob)) as judge:
         result = judge.search_mixed(candidates, make, lambda name: sum(cost.get(n, 0) for n in unit(name)) or 1,
                                     every=every, already_float=kept_head, first=len(candidates),
-                                    what="weighted layers")
+                                    what="weighted layers", in_order=every)
     details["mixed"] = {**result.to_dict(), "head_in_float": kept_head,
                         "float_ops": sorted(set(kept_head) | {n for e in result.kept_out for n in unit(e.name)})}
     notes.append(result.describe())
