@@ -322,7 +322,7 @@ class Judge:
                            on_step=lambda s: console.print(f"    first {s.kept_out:>2} in float: top-1 agreement "
                                                            f"{s.agreement:.2%} on {self.where}", highlight=False))
         ms = {"islands": self.latency_ms(islands.blob), "prefix": self.latency_ms(pre.blob)}
-        pick = mixed.islands_or_prefix(islands, pre, ms)
+        pick = mixed.islands_or_prefix(islands, pre, ms, len(in_order))
         other = pre if pick is islands else islands
         pick.compared = {"p50_ms": {k: round(v, 4) for k, v in ms.items()}, "other": {
             "how": other.how, "kept_out": len(other.kept_out), "search_agreement": round(other.agreement, 6),
