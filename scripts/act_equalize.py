@@ -22,28 +22,15 @@ from collections import defaultdict
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from edgekit.train.data import load_dataset  # noqa: E402
-from edgekit_runtime import PreprocessSpec  # noqa: E402
+from stock_int8 import images, int8_agreement  # noqa: E402
 
 run, out_dir = sys.argv[1], sys.argv[2]
 alphas = [float(a) for a in (sys.argv[3] if len(sys.argv) > 3 else "0,0.5,1").split(",")]
 smax = float(sys.argv[4]) if len(sys.argv) > 4 else 16.0
 source = keras.models.load_model(f"{run}/model.keras", compile=False)
-spec = PreprocessSpec.load(f"{run}/preprocess.json")
-data = load_dataset(os.environ["EDGE_CIFAR10"], (spec.height, spec.width))
-
-
-def prep(rows):
-    x = np.asarray(rows[np.arange(len(rows))] if not isinstance(rows, np.ndarray) else rows, np.float32)
-    return x * np.asarray(spec.scale, np.float32) + np.asarray(spec.offset, np.float32)
-
-
-x_train, x_test = prep(data.train.x), prep(data.test.x)
-rng = np.random.default_rng(0)
-x_cal = x_train[np.sort(rng.choice(len(x_train), 500, replace=False))]
+x_train, x_test, x_cal = images(run)
 reference = source.predict(x_test, batch_size=512, verbose=0)
 
 
@@ -139,25 +126,6 @@ def equalized(alpha):
     return model
 
 
-def int8_agreement(model) -> float:
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x_cal[i:i + 1]] for i in range(len(x_cal)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    blob = conv.convert()
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=blob, num_threads=2)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    it.resize_tensor_input(i["index"], (500,) + x_test.shape[1:])
-    it.allocate_tensors()
-    pred = []
-    for s in range(0, len(x_test), 500):
-        it.set_tensor(i["index"], x_test[s:s + 500])
-        it.invoke()
-        pred.append(it.get_tensor(o["index"]).argmax(1))
-    return float(np.mean(np.concatenate(pred) == reference.argmax(1)))
-
-
 os.makedirs(out_dir, exist_ok=True)
 for alpha in alphas:
     print(f"ALPHA {alpha}:", flush=True)
@@ -165,6 +133,7 @@ for alpha in alphas:
     probs = model.predict(x_test, batch_size=512, verbose=0)
     same = np.mean(probs.argmax(1) == reference.argmax(1))
     print(f"  float: agreement {same:.2%}, largest probability difference {np.abs(probs - reference).max():.2e}; "
-          f"TFLiteConverter int8: top-1 agreement {int8_agreement(model):.2%} on {len(x_test):,} test images",
+          f"TFLiteConverter int8: top-1 agreement {int8_agreement(model, x_cal, x_test, reference.argmax(1))[0]:.2%} "
+          f"on {len(x_test):,} test images",
           flush=True)
     model.save(f"{out_dir}/model-alpha{alpha}.keras")

@@ -21,26 +21,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from edgekit.train.data import load_dataset  # noqa: E402
-from edgekit_runtime import PreprocessSpec  # noqa: E402
+from stock_int8 import images, int8_agreement  # noqa: E402
 
 run = sys.argv[1]
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 lr = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4
 out_dir = sys.argv[4] if len(sys.argv) > 4 else f"{run}/qat-faithful"
 source = keras.models.load_model(f"{run}/model.keras", compile=False)
-spec = PreprocessSpec.load(f"{run}/preprocess.json")
-data = load_dataset(os.environ["EDGE_CIFAR10"], (spec.height, spec.width))
-
-
-def prep(rows):
-    x = np.asarray(rows[np.arange(len(rows))] if not isinstance(rows, np.ndarray) else rows, np.float32)
-    return x * np.asarray(spec.scale, np.float32) + np.asarray(spec.offset, np.float32)
-
-
-x_train, x_test = prep(data.train.x), prep(data.test.x)
-rng = np.random.default_rng(0)
-x_cal = x_train[np.sort(rng.choice(len(x_train), 500, replace=False))]
+x_train, x_test, x_cal = images(run)
 
 
 class AQ(keras.layers.Layer):
@@ -201,27 +189,8 @@ for layer in qat.layers:
 plain, _ = build(plain=True, weights=weights)
 
 
-def int8_agreement(model) -> float:
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x_cal[i:i + 1]] for i in range(len(x_cal)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    blob = conv.convert()
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=blob, num_threads=2)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    it.resize_tensor_input(i["index"], (500,) + x_test.shape[1:])
-    it.allocate_tensors()
-    pred = []
-    for s in range(0, len(x_test), 500):
-        it.set_tensor(i["index"], x_test[s:s + 500])
-        it.invoke()
-        pred.append(it.get_tensor(o["index"]).argmax(1))
-    return float(np.mean(np.concatenate(pred) == teacher_test)), blob
-
-
-base, _ = int8_agreement(source)
-tuned, blob = int8_agreement(plain)
+base, _ = int8_agreement(source, x_cal, x_test, teacher_test)
+tuned, blob = int8_agreement(plain, x_cal, x_test, teacher_test)
 print(f"TFLiteConverter int8 (float I/O), top-1 agreement with the float model on {len(x_test):,} test images: "
       f"the source {base:.2%}, after this QAT {tuned:.2%}", flush=True)
 os.makedirs(out_dir, exist_ok=True)
