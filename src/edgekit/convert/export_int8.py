@@ -289,9 +289,9 @@ class Judge:
         """Both mixed formats' search, judged here: the layers options["keep_float"] names (looked up in `every`,
         default `ranked`) kept in float with no search; else the first `first` of `ranked` measured one by one
         (mixed.by_benefit: output error here, cost timed here, `macs` where not) and kept out in that order until
-        the format's target is met (mixed.search), each step printed; then, given `in_order` (the candidates in
-        model order), a float prefix meeting the target (mixed.prefix), and of the two the faster that meets it
-        (the one agreeing more where neither does)."""
+        the search's goal is met (mixed.goal, mixed.search), each step printed; then, given `in_order` (the
+        candidates in model order), a float prefix reaching the goal (mixed.prefix), kept instead where
+        mixed.islands_or_prefix says so."""
         target = float(self.fmt.tolerance.min_agreement)
         aim = mixed.goal(target, len(self.images))
         if self.fmt.options.get("keep_float"):
