@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from edgekit.convert import rounding
-from edgekit.convert.rounding import QMAX, fake_quant, symmetric_fake_quant  # noqa: F401 (the tests' names)
+from edgekit.convert.rounding import fake_quant
 
 
 @dataclass
