@@ -161,6 +161,30 @@ def test_the_search_aims_above_the_target_by_its_sampling_error_at_most_half_way
     assert mixed.goal(1.0, 100) == 1.0 and mixed.goal(0.9, 0) == 0.9
 
 
+def test_a_latency_budget_ends_the_search_at_the_first_step_past_it_with_the_best_within():
+    ranked = [LayerError(f"l{i}", "CONV_2D", 0.1, 0.3) for i in range(6)]
+    scored = []
+
+    def agreement(blob):
+        scored.append(int(blob))
+        return 0.97 + 0.005 * int(blob)   # 99.5 % only at 5 layers
+    got = mixed.search(ranked, lambda names: str(len(names)).encode(), agreement, 0.995,
+                       fits=lambda blob: int(blob) <= 3)   # 4 layers in float would be too slow
+    assert scored == [0, 1, 2, 3] and got.over_budget == 4   # the step past the budget is not even scored
+    assert not got.met and len(got.kept_out) == 3
+    got.budget = 1.25
+    assert "4 layers in float would have passed the 1.25× latency budget" in got.describe()
+    assert got.to_dict()["max_slowdown"] == 1.25 and got.to_dict()["over_budget_at"] == 4
+
+
+@pytest.mark.parametrize("args, says", [(["--max-slowdown", "1"], "--max-slowdown is how many times"),
+                                        (["--formats", "tflite-int8", "--max-slowdown", "1.25"],
+                                         "--max-slowdown bounds the search for the mixed formats")])
+def test_max_slowdown_is_checked_before_anything_loads(args, says, tmp_path):
+    result = runner.invoke(app, ["convert", str(tmp_path), *args])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
 def test_min_agreement_outside_zero_to_one_is_one_line(value, tmp_path):
     result = runner.invoke(app, ["convert", str(tmp_path), "--min-agreement", value])

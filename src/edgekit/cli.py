@@ -212,6 +212,10 @@ def convert(
     keep_float: List[str] = typer.Option([], "--keep-float", metavar="LAYER", help="Keep these layers in float in "
                                          "tflite-int8-mixed/onnx-int8-mixed instead of searching (repeat, or comma list): "
                                          "a layer's name as --explain and the manifest give it, or its Keras layer name."),
+    max_slowdown: Optional[float] = typer.Option(None, metavar="X", help="Latency budget of the mixed formats' search: "
+                                                 "no step slower than X times the int8 artifact (timed as the search "
+                                                 "times, 1 thread), e.g. 1.25; the target is then met within it or the "
+                                                 "most agreeing step within it is kept (❎)."),
     explain: Optional[str] = typer.Option(None, help="Print the error int8 adds at each layer of this format "
                                           "(tflite-int8 or tflite-int8-mixed), worst first; converts just it unless --formats is given."),
 ):
@@ -227,7 +231,7 @@ def convert(
                             mean=parse_numbers(mean, "--mean"), std=parse_numbers(std, "--std"),
                             labels=labels, channel_order=channel_order.upper(), qat_epochs=qat_epochs,
                             select_tf_ops=select_tf_ops, seed=seed, skip_bad=skip_bad, min_agreement=min_agreement,
-                            keep_float=keep_float, explain=explain)
+                            keep_float=keep_float, max_slowdown=max_slowdown, explain=explain)
         with _working():
             report = run_convert(cfg)
     except EdgeError as exc:

@@ -35,4 +35,5 @@ class ConvertConfig:
     threads: Optional[int] = None                  # validation inference threads (None: all available)
     min_agreement: Optional[float] = None          # the mixed formats' target (None: formats.DEFAULT_MIN_AGREEMENT)
     keep_float: Sequence[str] = ()                 # the mixed formats keep these layers in float (no search)
+    max_slowdown: Optional[float] = None           # the mixed search's latency budget, × the int8 artifact's p50
     explain: Optional[str] = None                  # a format whose per-layer errors the CLI prints; converted too

@@ -191,11 +191,15 @@ def parse_names(names: Union[None, str, Iterable[str]], known: Iterable[str], de
 
 def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str] = None,
                     opset: Optional[int] = None, min_agreement: Optional[float] = None,
-                    keep_float: Sequence[str] = ()) -> List[Format]:
+                    keep_float: Sequence[str] = (), max_slowdown: Optional[float] = None) -> List[Format]:
     """Format objects for 'a,b', a list, 'default' or 'all' (None = default), with --io/--opset applied,
-    --min-agreement made the mixed formats' target (and their tolerance) and --keep-float their layers in float."""
+    --min-agreement made the mixed formats' target (and their tolerance), --keep-float their layers in float and
+    --max-slowdown their search's latency budget."""
     if min_agreement is not None and not 0 < min_agreement <= 1:
         raise EdgeError(f"--min-agreement is a share of images between 0 and 1 (0.995 = 99.5 %), not {min_agreement}.")
+    if max_slowdown is not None and not max_slowdown > 1:
+        raise EdgeError(f"--max-slowdown is how many times the int8 artifact's latency the mixed one may take, above 1 "
+                        f"(1.25 = at most 25 % slower), not {max_slowdown}.")
     if io is not None and io not in IO_TYPES:
         raise EdgeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}.")
     if opset is not None and not 9 <= int(opset) <= 21:
@@ -205,10 +209,11 @@ def resolve_formats(names: Union[None, str, Iterable[str]], *, io: Optional[str]
     out = [dataclasses.replace(f, tolerance=dataclasses.replace(f.tolerance, min_agreement=min_agreement))
            if min_agreement is not None and f.options.get("mixed") else f for f in out]
     keep = [n.strip() for name in keep_float for n in name.split(",") if n.strip()]
-    if not keep:
+    asked = {"keep_float": keep, "max_slowdown": max_slowdown}
+    asked = {k: v for k, v in asked.items() if v}
+    if not asked:
         return out
     if not any(f.options.get("mixed") for f in out):
-        raise EdgeError("--keep-float names layers for the mixed formats; add tflite-int8-mixed or onnx-int8-mixed "
-                        "to --formats.")
-    return [dataclasses.replace(f, options={**f.options, "keep_float": keep}) if f.options.get("mixed") else f
-            for f in out]
+        flag = "--keep-float names layers" if keep else "--max-slowdown bounds the search"
+        raise EdgeError(f"{flag} for the mixed formats; add tflite-int8-mixed or onnx-int8-mixed to --formats.")
+    return [dataclasses.replace(f, options={**f.options, **asked}) if f.options.get("mixed") else f for f in out]

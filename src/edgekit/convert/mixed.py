@@ -55,6 +55,8 @@ class Mixed:
     how: str = "islands"              # "islands": the worst layers one by one; "prefix": the first k in model order
     compared: dict = field(default_factory=dict)   # the other search's result and both latencies, when both ran
     goal: Optional[float] = None      # what the search aimed at on its images (goal()); None: the target itself
+    budget: Optional[float] = None    # --max-slowdown: the most times the int8 artifact's latency a step may take
+    over_budget: Optional[int] = None   # the step (layers in float) that would have passed it; the search ended there
 
     @property
     def met(self) -> bool:
@@ -68,6 +70,9 @@ class Mixed:
                "how": self.how}
         if self.goal is not None:
             out["search_goal"] = round(self.goal, 6)
+        if self.budget is not None:
+            out["max_slowdown"] = self.budget
+            out["over_budget_at"] = self.over_budget
         if self.compared:
             out["compared"] = self.compared
         return {**out, "asked": True} if self.asked else out
@@ -81,6 +86,9 @@ class Mixed:
             head += f", a float prefix (the first {len(self.kept_out)} layers in model order)"
             names = f"{self.kept_out[0].name} … {self.kept_out[-1].name}" if self.kept_out else "none"
         aim = f" (the search's goal {self.goal:.2%})" if self.goal is not None and not self.asked else ""
+        if self.over_budget is not None:
+            aim += (f"; {self.over_budget} layers in float would have passed the {self.budget:g}× latency budget "
+                    "(--max-slowdown)")
         return (f"{head}: {len(self.kept_out)} layer(s) kept in float ({names}); top-1 agreement "
                 f"{self.agreement:.2%} on {self.where}{aim}")
 
@@ -137,16 +145,22 @@ def by_benefit(ranked: Sequence[LayerError], output_error: Callable[[List[str]],
 
 
 def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes], agreement: Callable[[bytes], float],
-           target: float, max_kept: Optional[int] = None, on_step: Optional[Callable[[Step], None]] = None) -> Mixed:
+           target: float, max_kept: Optional[int] = None, on_step: Optional[Callable[[Step], None]] = None,
+           fits: Optional[Callable[[bytes], bool]] = None) -> Mixed:
     """Keep the worst 0, 1, 2 … layers of `ranked` in float (`quantize(names)` makes that artifact,
     `agreement(blob)` scores it) until `target` is met; else the step that agreed most (the fewest layers among
-    equals)."""
+    equals). With `fits` (a latency budget), the first step whose artifact does not fit ends the search unscored:
+    each step only adds float layers, so the ones after it would not fit either."""
     best: Optional[Mixed] = None
     steps: List[Step] = []
     limit = MAX_KEPT_OUT if max_kept is None else max_kept
+    over = None
     for k in range(0, min(len(ranked), limit) + 1):
         kept = list(ranked[:k])
         blob = quantize([e.name for e in kept])
+        if k and fits is not None and not fits(blob):
+            over = k
+            break
         got = agreement(blob)
         step = Step(k, got)
         steps.append(step)
@@ -157,7 +171,7 @@ def search(ranked: Sequence[LayerError], quantize: Callable[[List[str]], bytes],
         if got >= target:
             break
     assert best is not None  # k = 0 always runs
-    best.steps = steps
+    best.steps, best.over_budget = steps, over
     return best
 
 

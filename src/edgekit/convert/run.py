@@ -117,7 +117,7 @@ def convert(cfg: ConvertConfig) -> ConvertReport:
 def _convert(cfg: ConvertConfig) -> ConvertReport:
     formats = resolve_formats(_with_explained(cfg), io=cfg.io, opset=cfg.opset,
                               min_agreement=cfg.min_agreement,
-                              keep_float=cfg.keep_float)  # cheap checks before loading anything
+                              keep_float=cfg.keep_float, max_slowdown=cfg.max_slowdown)  # cheap checks first
     _check_numbers(cfg)
     source = open_source(cfg)
     if cfg.skip_bad:
