@@ -205,12 +205,12 @@ def test_layers_kept_in_float_get_their_own_biases_back(tiny_run, tmp_path, monk
     import shutil
     from edgekit.convert import export_int8
 
-    def all_in_float(ranked, quantize, agreement, target, max_kept=None, on_step=None):
+    def all_in_float(ranked, quantize, agreement, target, max_kept=None, on_step=None, fits=None):
         kept = list(ranked)
         blob = quantize([e.name for e in kept])
         return mixed.Mixed(blob, kept, agreement(blob), target)
     monkeypatch.setattr(mixed, "search", all_in_float)
-    monkeypatch.setattr(mixed, "islands_or_prefix", lambda islands, prefixed, p50_ms: islands)
+    monkeypatch.setattr(mixed, "islands_or_prefix", lambda islands, prefixed, p50_ms, layers: islands)
 
     def parity(name):
         run = shutil.copytree(tiny_run, tmp_path / name)
