@@ -145,6 +145,7 @@ def test_the_prefix_replaces_the_islands_only_when_it_meets_the_target_and_is_cl
     isl, pre = m("islands", 0.996, 3), m("prefix", 0.997, 10)
     assert mixed.islands_or_prefix(isl, pre, {"islands": 1.0, "prefix": 0.9}, 20) is pre
     assert mixed.islands_or_prefix(isl, pre, {"islands": 1.0, "prefix": 0.97}, 20) is isl     # within noise
+    assert mixed.islands_or_prefix(isl, pre, {"islands": 1.0, "prefix": 0.9}, 20, limit_ms=0.85) is isl   # past --max-slowdown
     assert mixed.islands_or_prefix(m("islands", 0.99, 3), pre, {"islands": 0.5, "prefix": 2.0}, 20) is pre   # only it meets
     assert mixed.islands_or_prefix(isl, m("prefix", 0.99, 3), {"islands": 2.0, "prefix": 0.5}, 20) is isl
     # neither meets it: the islands' best step, however much more the prefix agrees
@@ -210,7 +211,7 @@ def test_layers_kept_in_float_get_their_own_biases_back(tiny_run, tmp_path, monk
         blob = quantize([e.name for e in kept])
         return mixed.Mixed(blob, kept, agreement(blob), target)
     monkeypatch.setattr(mixed, "search", all_in_float)
-    monkeypatch.setattr(mixed, "islands_or_prefix", lambda islands, prefixed, p50_ms, layers: islands)
+    monkeypatch.setattr(mixed, "islands_or_prefix", lambda islands, prefixed, p50_ms, layers, limit_ms=None: islands)
 
     def parity(name):
         run = shutil.copytree(tiny_run, tmp_path / name)

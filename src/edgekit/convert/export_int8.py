@@ -309,28 +309,28 @@ class Judge:
                               f"on {self.where}", highlight=False)
             budget = self.fmt.options.get("max_slowdown")
             limit = budget * self.latency_ms(quantize([])) if budget else None
-            fits = (lambda blob: self.latency_ms(blob) <= limit) if limit else None
-            result = mixed.search([b.layer for b in ordered], quantize, self.agreement, aim, on_step=said, fits=fits)
+            result = mixed.search([b.layer for b in ordered], quantize, self.agreement, aim, on_step=said,
+                                  fits=(lambda blob: self.latency_ms(blob) <= limit) if limit else None)
             result.benefits = ordered
             if result.over_budget is not None:
                 console.print(f"    {result.over_budget:>2} layer(s) in float: past the {budget:g}× latency budget "
                               f"({limit:.3f} ms); the search stops", highlight=False)
             if in_order and result.kept_out:
-                result = self._or_prefix(result, in_order, quantize, aim, fits)
+                result = self._or_prefix(result, in_order, quantize, aim, limit)
             # chosen against the goal (and the budget); met or not against the target
             result.target, result.goal, result.budget = target, aim, budget
         result.where = self.where
         return result
 
-    def _or_prefix(self, islands: mixed.Mixed, in_order, quantize, aim: float, fits=None) -> mixed.Mixed:
+    def _or_prefix(self, islands: mixed.Mixed, in_order, quantize, aim: float,
+                   limit_ms: Optional[float] = None) -> mixed.Mixed:
         console.print(f"    a float prefix instead: the first k of {len(in_order)} layers in model order …",
                       highlight=False)
         pre = mixed.prefix(in_order, quantize, self.agreement, aim,
                            on_step=lambda s: console.print(f"    first {s.kept_out:>2} in float: top-1 agreement "
                                                            f"{s.agreement:.2%} on {self.where}", highlight=False))
         ms = {"islands": self.latency_ms(islands.blob), "prefix": self.latency_ms(pre.blob)}
-        pick = islands if fits is not None and not fits(pre.blob) else \
-            mixed.islands_or_prefix(islands, pre, ms, len(in_order))
+        pick = mixed.islands_or_prefix(islands, pre, ms, len(in_order), limit_ms)
         other = pre if pick is islands else islands
         pick.compared = {"p50_ms": {k: round(v, 4) for k, v in ms.items()}, "other": {
             "how": other.how, "kept_out": len(other.kept_out), "search_agreement": round(other.agreement, 6),

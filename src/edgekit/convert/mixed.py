@@ -202,13 +202,15 @@ def prefix(in_order: Sequence[LayerError], quantize: Callable[[List[str]], bytes
     return Mixed(blob, list(in_order[:k]), got, target, steps=steps, how="prefix")
 
 
-def islands_or_prefix(islands: Mixed, prefixed: Mixed, p50_ms: dict, layers: int) -> Mixed:
+def islands_or_prefix(islands: Mixed, prefixed: Mixed, p50_ms: dict, layers: int,
+                      limit_ms: Optional[float] = None) -> Mixed:
     """The islands, unless the prefix meets the target (the goal, as the searches were given it) with fewer than
-    all `layers` in float, and the islands do not or are clearly slower (p50_ms: {"islands": …, "prefix": …}; within
-    timing noise either could win on a small model). Every layer in float is the float model with quantization
+    all `layers` in float and within `limit_ms` (--max-slowdown's budget), and the islands do not or are clearly
+    slower (p50_ms: {"islands": …, "prefix": …}; within timing noise either could win on a small model). Every layer in float is the float model with quantization
     steps added, no faster than a float artifact, so it never stands in for the islands; where neither meets the
     target, the islands' best step stands, as without a prefix."""
-    if not prefixed.met or len(prefixed.kept_out) >= layers:
+    over = limit_ms is not None and p50_ms["prefix"] > limit_ms
+    if not prefixed.met or len(prefixed.kept_out) >= layers or over:
         return islands
     if not islands.met:
         return prefixed
